@@ -1,0 +1,1 @@
+"""HTTP handlers: thin, each parses, calls a service, writes (routes in foreman/app.py)."""

@@ -1,0 +1,93 @@
+"""The base handler: Ollama's habits where Tornado's differ, auth, and the error shape.
+
+Ollama sends no Server header, no ETags, JSON error objects, and plain-text 404/405
+pages from its router (reference/ollama-wire.md section 0). Bodies of POST handlers
+are streamed in so an oversized one gets 413 before it is read (`max_body`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from tornado.web import HTTPError, RequestHandler
+
+from foreman.errors import ForemanError, PayloadTooLarge, Unauthorized
+from foreman.services import Services
+
+_JSON = "application/json; charset=utf-8"
+
+
+def dump(value: Any) -> bytes:
+    """Compact JSON, non-ASCII kept, as Go writes it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class BaseHandler(RequestHandler):
+    open_access = False  # /healthz: no token needed
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+        self._body_parts: list[bytes] = []
+        self._body_size = 0
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        self.clear_header("Content-Type")
+
+    def compute_etag(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        token = self.services.settings.token
+        if token and not self.open_access:
+            given = self.request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise Unauthorized("unauthorized")
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self.services.settings.max_body:
+            raise PayloadTooLarge(
+                f"request body too large: {length} bytes, max_body is {self.services.settings.max_body}"
+            )
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.services.settings.max_body:
+            raise PayloadTooLarge(f"request body too large: max_body is {self.services.settings.max_body}")
+        self._body_parts.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._body_parts:
+            return b"".join(self._body_parts)
+        return self.request.body or b""
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", _JSON)
+        self.finish(dump(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code in (404, 405) and not isinstance(exc, ForemanError):
+            # gin's router answers unknown paths and wrong methods in plain text.
+            text = "404 page not found" if status_code == 404 else "405 method not allowed"
+            self.set_header("Content-Type", "text/plain")
+            self.finish(text)
+            return
+        if isinstance(exc, ForemanError):
+            message = exc.message
+        elif isinstance(exc, HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        else:
+            message = self._reason.lower()
+        self.set_header("Content-Type", _JSON)
+        self.finish(dump({"error": message}))
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path foreman does not serve: gin's `404 page not found`."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)

@@ -1,0 +1,32 @@
+"""GET /healthz: is foreman alive, and how does it see the target (open without a token)."""
+
+from __future__ import annotations
+
+import time
+
+from foreman.clock import iso, now
+from foreman.handlers.base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    open_access = True
+
+    async def get(self) -> None:
+        services = self.services
+        poller = services.poller
+        running = services.jobs.running
+        self.write_json({
+            "status": "ok",
+            "degraded": poller.degraded,
+            "target": services.settings.ollama_url,
+            "last_poll_at": iso(poller.last_poll_at),
+            "last_error": poller.last_error,
+            "queue": await services.store.count_by_state(),
+            "running": None if running is None else {
+                "job_id": running.job.id,
+                "model": running.job.model,
+                "state": running.flow.state,
+                "elapsed_s": round(now() - running.started, 3),
+            },
+            "uptime_s": round(time.time() - services.started_at, 3),
+        })

@@ -1,0 +1,74 @@
+"""The Ollama face: the paths and answers of an Ollama server (CONTRACT section 3).
+
+Chat and generate are queued as jobs and block until done; the worker writes the
+target's answer into the waiting handler through `HandlerCaller`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tornado.web import stream_request_body
+
+from foreman.errors import NotFound
+from foreman.handlers.base import BaseHandler
+from foreman.jobs import CHAT, Submission, parse_submission
+from foreman.relay import HandlerCaller
+from foreman.services import Services
+from foreman.target import request_headers
+
+log = logging.getLogger(__name__)
+
+
+class RootHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("Ollama is running")
+
+    def head(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Content-Length", "17")
+        self.finish()
+
+
+@stream_request_body
+class GenerationHandler(BaseHandler):
+    """POST /api/chat and /api/generate: a queued job with the caller attached."""
+
+    endpoint = CHAT
+
+    def initialize(self, services: Services, endpoint: str = CHAT) -> None:
+        super().initialize(services)
+        self.endpoint = endpoint
+        self._caller: HandlerCaller | None = None
+        self._job_id: str | None = None
+
+    async def post(self) -> None:
+        services = self.services
+        sub = parse_submission(self.endpoint, self.body,
+                               keep_alive=services.settings.worker_keep_alive)
+        await self._check_model(sub)
+        caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
+        self._caller = caller
+        job = await services.jobs.submit(sub, caller)
+        self._job_id = job.id
+        if caller.gone:
+            await services.jobs.cancel(job.id, "the client disconnected")
+        await caller.done
+
+    async def _check_model(self, sub: Submission) -> None:
+        """Refuse a model the target lacks, after one fresh look at its list (ADR 0006)."""
+        poller = self.services.poller
+        if poller.has_model(sub.name):
+            return
+        if await poller.poll() and poller.has_model(sub.name) is False:
+            raise NotFound(f"model '{sub.name}' not found")
+
+    def on_connection_close(self) -> None:
+        caller = self._caller
+        if caller is None or caller.done.done():
+            return
+        caller.gone = True
+        if self._job_id is not None:
+            log.info("job=%s client disconnected", self._job_id)
+            self.services.jobs.cancel_soon(self._job_id, "the client disconnected")

@@ -1,0 +1,167 @@
+"""What a job is: the record read from the store, and a submission parsed from a request body.
+
+Parsing reads only what foreman needs (`model`, `stream`, `keep_alive`, `messages`,
+`prompt`) and keeps the body bytes as they came (docs/adr/0003). Errors copy
+Ollama's status codes and texts (reference/ollama-wire.md sections 0 and 5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from foreman.errors import BadRequest, NotFound
+
+CHAT = "/api/chat"
+GENERATE = "/api/generate"
+
+KIND_GENERATE = "generate"
+KIND_LOAD = "load"
+KIND_UNLOAD = "unload"
+
+_GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A request to run, validated and ready to be stored as a queued job."""
+
+    endpoint: str
+    model: str  # canonical key, see model_key()
+    name: str  # the model as the client spelled it (for Ollama's error texts)
+    kind: str
+    stream: bool
+    body: bytes
+    sync: bool = True
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored. Built by the store from a row; never mutated."""
+
+    seq: int
+    id: str
+    state: str
+    model: str
+    model_name: str
+    endpoint: str
+    kind: str
+    sync: bool
+    stream: bool
+    body: bytes
+    webhook_url: str | None
+    idempotency_key: str | None
+    attempt: int
+    not_before: float
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    status: int | None
+    error: str | None
+    swapped: bool | None
+    load_duration: int | None
+    eval_count: int | None
+
+
+def model_key(name: str) -> str:
+    """Ollama's name rules: case-insensitive, a bare name means `:latest`."""
+    key = name.strip().lower()
+    if ":" not in key.rsplit("/", 1)[-1]:
+        key += ":latest"
+    return key
+
+
+def decode_body(body: bytes, go_type: str) -> dict[str, Any]:
+    """Decode a JSON request body the way Ollama's handlers do, with their error texts."""
+    if not body:
+        raise BadRequest("missing request body")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("invalid character looking for beginning of value") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(_go_json_error(body, exc)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", bool: "bool"}.get(type(data), "number")
+        raise BadRequest(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
+    return data
+
+
+def _go_json_error(body: bytes, exc: json.JSONDecodeError) -> str:
+    if exc.pos >= len(exc.doc.rstrip()):
+        return "unexpected EOF"
+    return f"invalid character {exc.doc[exc.pos]!r} looking for beginning of value"
+
+
+def is_zero_keep_alive(value: Any) -> bool:
+    """keep_alive 0, 0.0, "0" or "0s" (any zero Go duration) asks for an unload."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "0":
+            return True
+        if _GO_DURATION.fullmatch(text):
+            return not any(ch in "123456789" for ch in text)
+    return False
+
+
+def parse_submission(
+    endpoint: str, body: bytes, *, keep_alive: float | None = None, sync: bool = True
+) -> Submission:
+    """Validate a chat or generate body; raises BadRequest/NotFound with Ollama's texts.
+
+    `keep_alive` (seconds) is added to a body that names none (the worker model's pin).
+    """
+    go_type = "api.ChatRequest" if endpoint == CHAT else "api.GenerateRequest"
+    data = decode_body(body, go_type)
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest(f"json: cannot unmarshal {type(model).__name__} into Go struct field "
+                         f"{go_type.split('.')[-1]}.model of type string")
+    if not model:
+        if endpoint == CHAT:
+            raise BadRequest("model is required")
+        raise NotFound("model '' not found")
+    empty = not data.get("messages") if endpoint == CHAT else not data.get("prompt")
+    kind = KIND_GENERATE
+    if empty:
+        kind = KIND_UNLOAD if is_zero_keep_alive(data.get("keep_alive")) else KIND_LOAD
+    if keep_alive is not None and "keep_alive" not in data:
+        body = with_keep_alive(body, keep_alive)
+    return Submission(
+        endpoint=endpoint,
+        model=model_key(model),
+        name=model,
+        kind=kind,
+        stream=data.get("stream") is not False,
+        body=body,
+        sync=sync,
+    )
+
+
+def with_keep_alive(body: bytes, seconds: float) -> bytes:
+    """Splice `"keep_alive":N` in after the opening brace, leaving every other byte as sent."""
+    start = body.find(b"{")
+    if start < 0:
+        return body
+    value = keep_alive_value(seconds)
+    rest = body[start + 1 :]
+    sep = b"" if rest.lstrip().startswith(b"}") else b","
+    return body[: start + 1] + b'"keep_alive":' + str(value).encode() + sep + rest
+
+
+def keep_alive_value(seconds: float) -> int | float:
+    """Seconds as Ollama reads a keep_alive number; any negative means forever."""
+    if seconds < 0:
+        return -1
+    return int(seconds) if float(seconds).is_integer() else seconds

@@ -1,0 +1,86 @@
+"""The one streaming helper: a waiting HTTP client, as the worker sees it (`Caller`).
+
+The worker writes the target's bytes straight into the Tornado handler: `write`
+then `await flush()` per piece, so nothing is buffered, and a closed client
+stream (StreamClosedError) becomes `CallerGone`, which cancels the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tornado.iostream import StreamClosedError
+from tornado.web import RequestHandler
+
+from foreman.service import CallerGone
+
+log = logging.getLogger(__name__)
+
+
+class HandlerCaller:
+    """Implements service.Caller over a RequestHandler; `done` resolves when the answer ends."""
+
+    def __init__(self, handler: RequestHandler, upstream_headers: dict[str, str]) -> None:
+        self._handler = handler
+        self.upstream_headers = upstream_headers
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gone = False
+        self.job_id: str | None = None  # set by JobService.submit before the job exists
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        handler = self._handler
+        handler.set_status(status)
+        handler.clear_header("Content-Type")
+        if self.job_id is not None:
+            handler.set_header("X-Foreman-Job-Id", self.job_id)
+        for name, value in headers:
+            handler.add_header(name, value)
+
+    async def begin(self, status: int, headers: list[tuple[str, str]]) -> None:
+        if self.gone:
+            raise CallerGone
+        self._head(status, headers)
+
+    async def send(self, data: bytes) -> None:
+        if self.gone:
+            raise CallerGone
+        self._started = True
+        self._handler.write(data)
+        try:
+            await self._handler.flush()
+        except StreamClosedError:
+            self.gone = True
+            raise CallerGone from None
+
+    def reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if not self.gone and not self._handler._finished:
+            self._head(status, headers)
+            self._started = True
+            self._finish(body)
+        self._resolve()
+
+    def end(self, last: bytes = b"") -> None:
+        if not self.gone and not self._handler._finished:
+            self._finish(last)
+        self._resolve()
+
+    def close(self) -> None:
+        self._resolve()
+
+    def _finish(self, body: bytes) -> None:
+        try:
+            if body:
+                self._handler.write(body)
+            self._handler.finish()
+        except StreamClosedError:
+            self.gone = True
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)

@@ -1,0 +1,70 @@
+"""The SQLite schema as an ordered list of migrations (PRAGMA user_version).
+
+Migration N brings a database from version N-1 to N. Never edit a shipped
+migration: append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, their artifacts, and the event outbox.
+    """
+    CREATE TABLE jobs (
+        seq           INTEGER PRIMARY KEY,   -- arrival order; ULIDs are not monotonic within a millisecond
+        id            TEXT NOT NULL UNIQUE,  -- the ULID clients see
+        state         TEXT NOT NULL,
+        model         TEXT NOT NULL,         -- canonical name:tag, lower case (drain-by-model key)
+        model_name    TEXT NOT NULL,         -- the model as the client spelled it
+        endpoint      TEXT NOT NULL,         -- target path, e.g. /api/chat
+        kind          TEXT NOT NULL,         -- generate | load | unload
+        sync          INTEGER NOT NULL,      -- 1: an HTTP caller waits on it; 0: submitted through /jobs
+        stream        INTEGER NOT NULL,      -- the caller asked for a stream
+        body          BLOB NOT NULL,         -- request bytes, forwarded unchanged
+        webhook_url   TEXT,
+        idempotency_key TEXT UNIQUE,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        not_before    REAL NOT NULL DEFAULT 0,  -- re-queue backoff: not picked before this time
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        started_at    REAL,
+        finished_at   REAL,
+        status        INTEGER,              -- the target's HTTP status, once known
+        error         TEXT,
+        swapped       INTEGER,              -- running it made the target load the model
+        load_duration INTEGER,              -- the target's load_duration (ns)
+        eval_count    INTEGER
+    );
+    -- Picking the next job reads only queued rows, in arrival order, overall or for one model.
+    CREATE INDEX jobs_queued ON jobs(seq) WHERE state = 'queued';
+    CREATE INDEX jobs_queued_model ON jobs(model, seq) WHERE state = 'queued';
+    CREATE INDEX jobs_state_finished ON jobs(state, finished_at);
+
+    CREATE TABLE artifacts (
+        job_id       TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        data         BLOB NOT NULL,
+        PRIMARY KEY (job_id, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        seq             INTEGER PRIMARY KEY,  -- delivery order
+        id              TEXT NOT NULL UNIQUE, -- event_id, also the webhook-id header
+        job_id          TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        previous_state  TEXT,
+        payload         BLOB NOT NULL,        -- the JSON body a webhook receives
+        created_at      REAL NOT NULL,
+        webhook_url     TEXT,                 -- NULL: recorded, nothing to deliver
+        delivered_at    REAL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error      TEXT
+    );
+    CREATE INDEX events_job ON events(job_id, seq);
+    CREATE INDEX events_due ON events(next_attempt_at)
+        WHERE webhook_url IS NOT NULL AND delivered_at IS NULL;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,99 @@
+"""The daemon: wires store, target client, poller, worker and HTTP server; starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from foreman.app import make_app
+from foreman.config import Settings
+from foreman.events import build_event
+from foreman.poller import Poller
+from foreman.service import JobService
+from foreman.services import Services
+from foreman.store import Store
+from foreman.target import TargetClient
+from foreman.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """One running foreman. `await Daemon.start(settings)`, then `await daemon.stop()`."""
+
+    def __init__(self, services: Services, worker: Worker, server: HTTPServer,
+                 sockets: list[socket.socket]) -> None:
+        self.services = services
+        self.worker = worker
+        self.server = server
+        self.sockets = sockets
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.services.settings.listen_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    async def start(cls, settings: Settings, *, run_worker: bool = True) -> Daemon:
+        store = await Store.open(settings.db_path, build_event)
+        target = TargetClient(settings.ollama_url, first_byte_timeout=settings.first_byte_timeout,
+                              idle_timeout=settings.idle_timeout)
+        poller = Poller(target, settings.poll_interval)
+        jobs = JobService(store)
+        services = Services(settings=settings, store=store, jobs=jobs, target=target,
+                            poller=poller, started_at=time.time())
+        worker = Worker(settings, jobs, target, poller)
+        await jobs.recover()
+        server = HTTPServer(
+            make_app(services),
+            max_body_size=settings.max_body + 1,  # handlers answer 413 themselves first
+            idle_connection_timeout=300,  # Tornado's default is an hour
+            body_timeout=300,
+        )
+        sockets = bind_sockets(settings.listen_port, settings.listen_host or None,
+                               family=socket.AF_UNSPEC)
+        server.add_sockets(sockets)
+        poller.start()
+        if run_worker:
+            worker.start()
+        daemon = cls(services, worker, server, sockets)
+        log.info("foreman listening on %s, target %s", daemon.url, settings.ollama_url)
+        return daemon
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.services.jobs.accepting = False
+        self.server.stop()
+        await self.worker.stop()
+        await self.services.poller.stop()
+        try:
+            await asyncio.wait_for(self.server.close_all_connections(), 5)
+        except TimeoutError:
+            log.warning("some client connections did not close in time")
+        await self.services.target.close()
+        await self.services.store.close()
+        log.info("foreman stopped")
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    daemon = await Daemon.start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await daemon.stop()

@@ -1,0 +1,186 @@
+"""The job service: submitting, cancelling and watching jobs, shared by handlers and the worker.
+
+It is also the state machine's `Sink`: a transition is persisted through the store
+(CAS plus outbox event in one transaction), then waiters are woken. Only the
+worker drives a running job; a handler cancels a queued job with a CAS, and a
+running one by asking the worker (docs/adr/0002).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from foreman.clock import new_id, now
+from foreman.jobs import Job, Submission
+from foreman.store import Store
+from foreman.target import Exchange
+from statemachine import TERMINAL, Change, JobFlow, State, Trigger
+
+log = logging.getLogger(__name__)
+
+
+class CallerGone(Exception):
+    """The synchronous client closed its connection."""
+
+
+class Caller(Protocol):
+    """A client waiting on its job over HTTP (implemented in foreman/relay.py)."""
+
+    upstream_headers: dict[str, str]
+    job_id: str | None
+
+    @property
+    def started(self) -> bool:
+        """True once any byte of the answer went to the client."""
+        ...
+
+    async def begin(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+    async def send(self, data: bytes) -> None:
+        """Write and flush one piece of the answer; raises CallerGone."""
+        ...
+
+    def reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """The whole answer at once (non-streamed, or an error before any byte)."""
+        ...
+
+    def end(self, last: bytes = b"") -> None:
+        """Finish a started answer, optionally with one last line."""
+        ...
+
+    def close(self) -> None:
+        """The job ended without an answer for this caller (it is gone)."""
+        ...
+
+
+@dataclass
+class Running:
+    """The job the worker is running now, as far as others may see and touch it."""
+
+    job: Job
+    flow: JobFlow
+    caller: Caller | None
+    started: float = field(default_factory=now)
+    chunks: int = 0
+    exchange: Exchange | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)  # the target's, to relay
+    cancel_reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        if self.exchange is not None:
+            self.exchange.abort()
+
+
+class JobService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.running: Running | None = None
+        self._callers: dict[str, Caller] = {}
+        self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._wake_worker: Callable[[], None] = lambda: None
+        self.accepting = True
+        self._background: set[asyncio.Future[Job | None]] = set()
+
+    def on_queued(self, wake: Callable[[], None]) -> None:
+        """Register the worker's wake-up (called whenever a job becomes queued)."""
+        self._wake_worker = wake
+
+    # --- Sink ------------------------------------------------------------------------------
+
+    async def persist(self, change: Change) -> bool:
+        return await self.store.apply(change) is not None
+
+    def notify(self, change: Change) -> None:
+        log.info("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
+        if change.dest is State.QUEUED:
+            self._wake_worker()
+        elif change.dest in TERMINAL:
+            for waiter in self._terminal_waiters.pop(change.job_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- for handlers ----------------------------------------------------------------------
+
+    async def submit(self, sub: Submission, caller: Caller | None = None) -> Job:
+        job_id = new_id()
+        if caller is not None:
+            # Attach before the row exists, so the worker never sees a sync job without its caller.
+            caller.job_id = job_id
+            self._callers[job_id] = caller
+        try:
+            job = await self.store.create_job(sub, job_id)
+        except BaseException:
+            self._callers.pop(job_id, None)
+            raise
+        log.info("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
+        self._wake_worker()
+        return job
+
+    def caller(self, job_id: str) -> Caller | None:
+        return self._callers.get(job_id)
+
+    def detach(self, job_id: str) -> None:
+        self._callers.pop(job_id, None)
+
+    def cancel_soon(self, job_id: str, reason: str) -> None:
+        """Cancel from a synchronous callback (a client that hung up)."""
+        task = asyncio.ensure_future(self.cancel(job_id, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def cancel(self, job_id: str, reason: str) -> Job | None:
+        """Cancel a queued job here, or ask the worker to cancel the running one.
+
+        Returns the job as it stands afterwards (None if unknown).
+        """
+        job = await self.store.get_job(job_id)
+        if job is None or State(job.state) in TERMINAL:
+            return job
+        if job.state == State.QUEUED.value:
+            flow = JobFlow(job.id, State.QUEUED, self)
+            if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
+                return await self.store.get_job(job_id)
+        running = self.running
+        if running is not None and running.job.id == job_id:
+            running.cancel(reason)
+        return await self.store.get_job(job_id)
+
+    async def wait_terminal(self, job_id: str, timeout: float | None) -> None:
+        """Until the job reaches a terminal state, or `timeout` seconds pass."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._terminal_waiters.setdefault(job_id, []).append(waiter)
+        job = await self.store.get_job(job_id)
+        if job is None or State(job.state) in TERMINAL:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._terminal_waiters.get(job_id)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._terminal_waiters[job_id]
+
+    async def recover(self) -> None:
+        """At start: finish what a crash or kill interrupted (CONTRACT section 4).
+
+        Synchronous jobs lost their caller with the old process: failed. Asynchronous jobs
+        found loading/working go back to the queue with attempt + 1.
+        """
+        stranded = await self.store.jobs_in((State.QUEUED, State.LOADING, State.WORKING))
+        for job in stranded:
+            flow = JobFlow(job.id, job.state, self)
+            if job.sync:
+                await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart",
+                                                      "finished_at": now()})
+            elif job.state != State.QUEUED.value:
+                await flow.move(Trigger.REQUEUE, fields={"attempt": job.attempt + 1})
+            log.info("job=%s recovered after restart: %s", job.id, flow.state)

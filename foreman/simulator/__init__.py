@@ -1,0 +1,21 @@
+"""A simulated Ollama server for tests, benchmarks and try-outs.
+
+It speaks Ollama's wire protocol (status codes, error texts, headers, NDJSON and SSE
+framing) on a real loopback port, produces deterministic output, models residency
+(load delay, eviction, keep_alive) and lets a test inject faults, put the "laptop" to
+sleep and inspect a record of every inference request::
+
+    sim = Simulator(token_delay=0.01)
+    await sim.start()
+    client = ollama.AsyncClient(host=sim.url)
+    sim.inject(Fault("reset", after_chunks=3))
+    ...
+    await sim.wait_for(lambda: sim.requests[-1].ended is not None)
+    await sim.stop()
+"""
+
+from .faults import Fault
+from .records import SimRequest
+from .server import Simulator
+
+__all__ = ["Fault", "SimRequest", "Simulator"]

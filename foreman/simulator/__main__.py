@@ -1,0 +1,7 @@
+"""`python -m foreman.simulator`: run the simulated Ollama server."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""The SQLite store: every SQL statement foreman runs lives in this module.
+
+One writer connection behind an asyncio.Lock (two coroutines on one aiosqlite
+connection would share one transaction), one reader connection for queries
+(WAL lets it read while the writer writes). Every read-then-write runs inside
+`BEGIN IMMEDIATE`; commit and rollback are shielded from cancellation so a
+cancelled caller never leaves the write lock held (docs/adr/0004).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import aiosqlite
+
+from foreman.clock import new_id, now
+from foreman.jobs import Job, Submission
+from foreman.schema import MIGRATIONS, SCHEMA_VERSION
+from statemachine import Change, State
+
+log = logging.getLogger(__name__)
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB_COLUMNS = ", ".join(_JOB_FIELDS)
+# Picking the next job walks a partial index of queued rows in arrival order (schema.py).
+_NEXT_FOR_MODEL = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued_model"
+    " WHERE state = 'queued' AND model = :model AND not_before <= :at ORDER BY seq LIMIT 1"
+)
+_NEXT_ANY = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued"
+    " WHERE state = 'queued' AND not_before <= :at ORDER BY seq LIMIT 1"
+)
+_UPDATABLE = frozenset(
+    {"attempt", "not_before", "started_at", "finished_at", "status", "error",
+     "swapped", "load_duration", "eval_count"}
+)
+
+# Builds the webhook/outbox payload of a transition from the job as updated.
+EventBuilder = Callable[[Job, str, "State | None", Change | None, float], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    content_type: str
+    data: bytes
+
+
+def _job(row: Iterable[Any]) -> Job:
+    values = dict(zip(_JOB_FIELDS, row, strict=True))
+    for flag in ("sync", "stream", "swapped"):  # stored as integers
+        if values[flag] is not None:
+            values[flag] = bool(values[flag])
+    return Job(**values)
+
+
+class Store:
+    """The gateway to the database. Open with `await Store.open(path, ...)`; close is idempotent."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 build_event: EventBuilder) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self._build_event = build_event
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str, build_event: EventBuilder) -> Store:
+        writer = await cls._connect(path)
+        reader = await cls._connect(path)
+        store = cls(writer, reader, build_event)
+        await store._migrate()
+        return store
+
+    @staticmethod
+    async def _connect(path: str) -> aiosqlite.Connection:
+        # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do.
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
+            await conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            for conn in (self._reader, self._writer):
+                try:
+                    await conn.close()
+                except Exception:
+                    log.exception("closing a database connection failed")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The only way to write: one writer at a time, BEGIN IMMEDIATE ... COMMIT."""
+        async with self._lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await asyncio.shield(self._writer.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self._writer.execute("COMMIT"))
+
+    async def _migrate(self) -> None:
+        async with self.transaction() as db:
+            (version,) = await (await db.execute("PRAGMA user_version")).fetchone() or (0,)
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})"
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _split_script(MIGRATIONS[number - 1]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+                log.info("database migrated to schema version %d", number)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def create_job(self, sub: Submission, job_id: str) -> Job:
+        """Insert a queued job and its first outbox event, atomically."""
+        ts = now()
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body,"
+                " webhook_url, idempotency_key, created_at, updated_at)"
+                f" VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_JOB_COLUMNS}",
+                (job_id, sub.model, sub.name, sub.endpoint, sub.kind, int(sub.sync), int(sub.stream), sub.body,
+                 sub.webhook_url, sub.idempotency_key, ts, ts),
+            )
+            job = _job(await cursor.fetchone())  # type: ignore[arg-type]
+            await cursor.close()
+            await self._insert_event(db, job, None, None, ts)
+        return job
+
+    async def apply(self, change: Change) -> Job | None:
+        """Persist one transition as a compare-and-swap plus its outbox event.
+
+        Returns the updated job, or None when the job was no longer in `change.source`.
+        """
+        unknown = set(change.fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
+        ts = now()
+        assignments = "".join(f", {name} = ?" for name in change.fields)
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE jobs SET state = ?, updated_at = ?{assignments}"
+                f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}",
+                (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value),
+            )
+            row = await cursor.fetchone()
+            await cursor.close()
+            if row is None:
+                return None
+            job = _job(row)
+            artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
+            await db.executemany(
+                "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
+                [(job.id, a.name, a.content_type, a.data) for a in artifacts],
+            )
+            await self._insert_event(db, job, change.source, change, ts)
+        return job
+
+    async def _insert_event(self, db: aiosqlite.Connection, job: Job, previous: State | None,
+                            change: Change | None, ts: float) -> None:
+        event_id = new_id()
+        payload = self._build_event(job, event_id, previous, change, ts)
+        await db.execute(
+            "INSERT INTO events (id, job_id, state, previous_state, payload, created_at, webhook_url)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event_id, job.id, job.state, previous.value if previous else None,
+             json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), ts,
+             job.webhook_url),
+        )
+
+    async def get_job(self, job_id: str) -> Job | None:
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+        )
+        return _job(next(iter(rows))) if rows else None
+
+    async def next_queued(self, model: str | None, at: float) -> Job | None:
+        """The oldest runnable queued job for `model` if any, else the oldest overall.
+
+        Drain-by-model: the resident model's queue empties before a swap is paid.
+        Both lookups walk a partial index of queued rows in arrival order.
+        """
+        if model is not None:
+            rows = await self._reader.execute_fetchall(_NEXT_FOR_MODEL, {"model": model, "at": at})
+            if rows:
+                return _job(next(iter(rows)))
+        rows = await self._reader.execute_fetchall(_NEXT_ANY, {"at": at})
+        return _job(next(iter(rows))) if rows else None
+
+    async def next_wakeup(self) -> float | None:
+        """When the earliest backed-off queued job becomes runnable (None: nothing waits)."""
+        rows = list(await self._reader.execute_fetchall(
+            "SELECT MIN(not_before) FROM jobs WHERE state = 'queued'"
+        ))
+        return rows[0][0] if rows else None
+
+    async def jobs_in(self, states: Iterable[State]) -> list[Job]:
+        marks = ",".join("?" for _ in states)
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY seq",
+            tuple(s.value for s in states),
+        )
+        return [_job(r) for r in rows]
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'loading', 'working')"
+            " GROUP BY state"
+        )
+        counts = {s.value: 0 for s in (State.QUEUED, State.LOADING, State.WORKING)}
+        counts.update({state: n for state, n in rows})
+        return counts
+
+    # --- artifacts and events ---------------------------------------------------------------
+
+    async def artifacts(self, job_id: str) -> list[Artifact]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT name, content_type, data FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,)
+        )
+        return [Artifact(*r) for r in rows]
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's outbox rows in order, with their payloads decoded."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, state, previous_state, payload, webhook_url, delivered_at FROM events"
+            " WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
+        return [
+            {"event_id": r[0], "state": r[1], "previous_state": r[2], "payload": json.loads(r[3]),
+             "webhook_url": r[4], "delivered_at": r[5]}
+            for r in rows
+        ]
+
+    async def next_queued_plan(self) -> list[str]:
+        """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""
+        plan: list[str] = []
+        for sql in (_NEXT_FOR_MODEL, _NEXT_ANY):
+            rows = await self._reader.execute_fetchall(
+                "EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0}
+            )
+            plan.extend(str(r[-1]) for r in rows)
+        return plan
+
+
+def _split_script(script: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows where they end)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

@@ -1,0 +1,299 @@
+"""The worker: one coroutine, one generation at a time, ever (docs/adr/0002).
+
+It takes the next job (drain-by-model), moves it through `loading` (the model made
+resident) and `working` (the body forwarded as sent), hands each piece of the
+answer to the waiting caller as it arrives, and records the result. What a
+failure does depends on where it happened (CONTRACT section 4): unreachable
+before acceptance re-queues without using an attempt; a break after acceptance
+re-queues with attempt + 1 and backoff; an error answered by the target fails
+the job with that answer. The loop never dies: it logs, marks the job, continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from foreman.assemble import Outcome, artifact_refs, assemble
+from foreman.clock import now
+from foreman.config import Settings
+from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, Job, keep_alive_value
+from foreman.poller import Poller
+from foreman.service import CallerGone, JobService, Running
+from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
+from statemachine import TERMINAL, JobFlow, State, Trigger
+
+log = logging.getLogger(__name__)
+
+_JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
+
+
+class TargetRefused(Exception):
+    """The target answered with an error status; relayed as it came."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(f"target answered {status}")
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def message(self) -> str:
+        try:
+            return str(json.loads(self.body).get("error") or self.body.decode())
+        except (ValueError, AttributeError):
+            return self.body.decode("utf-8", "replace") or f"status {self.status}"
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of `waits` completes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Worker:
+    def __init__(self, settings: Settings, service: JobService, target: TargetClient,
+                 poller: Poller) -> None:
+        self.settings = settings
+        self.service = service
+        self.target = target
+        self.poller = poller
+        self.resident: str | None = None  # the worker model the target last ran for us
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        service.on_queued(self._wake.set)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let the running job end within `grace` seconds, else cancel it (restart recovers it)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
+            log.warning("worker did not stop within %gs; cancelling the running job", grace)
+            self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker step failed; continuing")
+                await asyncio.sleep(1.0)
+
+    async def run_once(self, idle_wait: bool = True) -> bool:
+        """Run the next runnable job, or wait until there may be one. True if a job ran."""
+        if not self.poller.up:
+            await _first(self.poller.wait_up(), self._stopping.wait())
+            return False
+        self._wake.clear()  # before looking, so a submit during the look still wakes us
+        job = await self.service.store.next_queued(self.resident, now())
+        if job is None:
+            if idle_wait:
+                await self._idle()
+            return False
+        await self._run(job)
+        return True
+
+    async def _idle(self) -> None:
+        wakeup = await self.service.store.next_wakeup()
+        timeout = None if wakeup is None else max(0.0, wakeup - now())
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    # --- one job -----------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        flow = JobFlow(job.id, State.QUEUED, self.service)
+        caller = self.service.caller(job.id)
+        if job.sync and caller is None:
+            await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone",
+                                                  "finished_at": now()})
+            return
+        if not await flow.move(Trigger.LOAD, fields={"started_at": now()}):
+            return
+        run = Running(job=job, flow=flow, caller=caller)
+        self.service.running = run
+        try:
+            await self._execute(run)
+        except TargetUnreachable as exc:
+            await self._target_unreachable(run, str(exc))
+        except TargetBroken as exc:
+            await self._target_broken(run, str(exc))
+        except (TargetAborted, CallerGone):
+            await self._cancelled(run)
+        except TargetRefused as exc:
+            await self._fail(run, exc.message, status=exc.status)
+            if caller is not None:
+                caller.reply(exc.status, exc.headers, exc.body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job=%s failed inside foreman", job.id)
+            await self._fail(run, f"internal error: {exc}")
+            if caller is not None:
+                caller.reply(500, _JSON_HEADERS, error_body(f"foreman internal error: {exc}"))
+        finally:
+            self.service.running = None
+            if flow.current in TERMINAL:
+                self.service.detach(job.id)
+
+    async def _execute(self, run: Running) -> None:
+        job = run.job
+        load_duration = None
+        swapped = job.kind != KIND_UNLOAD and self.resident != job.model
+        if job.kind == KIND_GENERATE and swapped:
+            load_duration = await self._load(run)
+        self._check_cancelled(run)
+        if not await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped),
+                                                         "load_duration": load_duration}):
+            return
+        raw = await self._forward(run)
+        outcome = assemble(job.endpoint, raw)
+        self.resident = None if job.kind == KIND_UNLOAD and self.resident == job.model else job.model
+        # Commit first, answer second: a client holding its answer finds the job finished.
+        if outcome.error is not None:
+            # A streaming caller already has the target's own error line.
+            await self._fail(run, outcome.error, status=200)
+        else:
+            await self._finish(run, outcome)
+        if run.caller is not None:
+            self._answer(run, 200, raw)
+
+    async def _load(self, run: Running) -> int | None:
+        """Make the job's model resident with a load-only request on the job's own endpoint."""
+        job = run.job
+        keep_alive = keep_alive_value(self.settings.worker_keep_alive)
+        body = json.dumps({"model": job.model_name, "keep_alive": keep_alive}).encode()
+        x = run.exchange = self.target.exchange("POST", job.endpoint, body, self._headers(run))
+        async with x:
+            self._check_cancelled(run)
+            answer = await x.read()
+            if x.status != 200:
+                raise TargetRefused(x.status, x.headers, answer)
+        run.exchange = None
+        try:
+            return int(json.loads(answer).get("load_duration") or 0) or None
+        except (ValueError, AttributeError):
+            return None
+
+    async def _forward(self, run: Running) -> bytes:
+        """Send the job's body and pass the answer to the caller as it arrives."""
+        job, caller = run.job, run.caller
+        parts: list[bytes] = []
+        x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
+        async with x:
+            self._check_cancelled(run)
+            if x.status != 200:
+                raise TargetRefused(x.status, x.headers, await x.read())
+            relay = caller is not None and job.stream
+            if relay:
+                assert caller is not None
+                await caller.begin(x.status, x.headers)
+            run.headers = x.headers
+            async for data in x.chunks():
+                parts.append(data)
+                run.chunks += data.count(b"\n")
+                if relay:
+                    await caller.send(data)  # type: ignore[union-attr]
+        run.exchange = None
+        return b"".join(parts)
+
+    def _answer(self, run: Running, status: int, raw: bytes) -> None:
+        caller = run.caller
+        assert caller is not None
+        if caller.started:
+            caller.end()
+        else:
+            caller.reply(status, run.headers or _JSON_HEADERS, raw)
+
+    # --- endings -----------------------------------------------------------------------------
+
+    async def _finish(self, run: Running, outcome: Outcome) -> None:
+        refs = artifact_refs(run.job.id, outcome.artifacts, self.settings.inline_artifact_max)
+        await run.flow.move(
+            Trigger.FINISH,
+            fields={"finished_at": now(), "status": 200, "eval_count": outcome.eval_count},
+            extra={"artifacts": outcome.artifacts, "result": outcome.result, "artifact_refs": refs},
+        )
+
+    async def _fail(self, run: Running, message: str, status: int | None = None) -> None:
+        log.warning("job=%s failed: %s", run.job.id, message)
+        await run.flow.move(Trigger.FAIL, fields={"error": message, "status": status,
+                                                  "finished_at": now()})
+
+    async def _cancelled(self, run: Running) -> None:
+        reason = run.cancel_reason or "the client disconnected"
+        await run.flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()})
+        if run.caller is not None:
+            run.caller.close()
+
+    async def _target_unreachable(self, run: Running, reason: str) -> None:
+        """Not accepted: back to the queue, no attempt used; wait for the target."""
+        self.poller.report_down(reason)
+        self.resident = None
+        if run.caller is not None and run.caller.started:
+            await self._broken_after_bytes(run, reason)
+            return
+        await run.flow.move(Trigger.REQUEUE)
+
+    async def _target_broken(self, run: Running, reason: str) -> None:
+        """Broken after acceptance: attempt + 1 after backoff, or failed when used up."""
+        log.warning("job=%s attempt %d broke: %s", run.job.id, run.job.attempt, reason)
+        self.resident = None
+        if run.caller is not None and run.caller.started:
+            await self._broken_after_bytes(run, reason)
+            return
+        attempt = run.job.attempt
+        if attempt >= self.settings.max_attempts:
+            message = f"gave up after {attempt} attempts: {reason}"
+            await self._fail(run, message)
+            if run.caller is not None:
+                run.caller.reply(502, _JSON_HEADERS, error_body(message))
+            return
+        delay = min(self.settings.retry_backoff * 2 ** (attempt - 1), self.settings.retry_backoff_max)
+        await run.flow.move(Trigger.REQUEUE, fields={"attempt": attempt + 1,
+                                                     "not_before": now() + delay})
+
+    async def _broken_after_bytes(self, run: Running, reason: str) -> None:
+        """A stream the client has seen part of cannot be replayed: end it with an error line."""
+        message = f"connection to the target broke mid-stream: {reason}"
+        await self._fail(run, message)
+        assert run.caller is not None
+        run.caller.end(error_body(message) + b"\n")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_cancelled(run: Running) -> None:
+        if run.cancel_reason is not None:
+            raise TargetAborted(run.cancel_reason)
+
+    def _headers(self, run: Running) -> dict[str, str]:
+        if run.caller is not None:
+            return run.caller.upstream_headers
+        return {"Content-Type": "application/json"}
+
+

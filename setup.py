@@ -1,0 +1,36 @@
+"""Packaging for foreman: a queued, observable Ollama front for one target."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    # "foreman" on PyPI is an unrelated project; the import package stays `foreman`.
+    name="foreman-ollama",
+    version="0.1.0",
+    description="One Ollama server as a shared, queued, observable service",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=["foreman", "foreman.simulator", "statemachine"],
+    install_requires=[
+        "tornado>=6.6",
+        "aiosqlite>=0.20",
+        "python-ulid>=3.0",
+        "transitions>=0.9.2",
+        "pyyaml>=6.0",
+        "aiohttp>=3.10",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.24",
+            "pytest-timeout>=2.3",
+            "ollama>=0.6",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+        ],
+    },
+    entry_points={"console_scripts": ["foreman = foreman.cli:main"]},
+)

@@ -1,0 +1,22 @@
+"""The job lifecycle of CONTRACT section 4, as an explicit `transitions` machine.
+
+This package knows nothing of SQLite or HTTP: persistence comes in through the
+`Sink` protocol, so the lifecycle can be tested alone. (The name clashes with the
+PyPI package python-statemachine, which foreman never depends on.)
+"""
+
+from statemachine.machine import Change, JobFlow, Sink, StaleState
+from statemachine.states import ACTIVE, TERMINAL, State
+from statemachine.table import TRANSITIONS, Trigger
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Change",
+    "JobFlow",
+    "Sink",
+    "StaleState",
+    "State",
+    "Trigger",
+]

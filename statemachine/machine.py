@@ -1,0 +1,134 @@
+"""JobFlow: one job's lifecycle, driven by a `transitions` AsyncMachine.
+
+The persist step is each transition's *condition* (docs/adr/0007): the machine
+moves only when the sink has committed the change, with its outbox event, in one
+transaction that is a compare-and-swap on the job's state. A refused CAS (the job
+moved meanwhile) makes the trigger return False; an illegal trigger is logged and
+refused; neither raises into the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from transitions import EventData, MachineError
+from transitions.extensions.asyncio import AsyncMachine
+
+from statemachine.states import State
+from statemachine.table import TRANSITIONS, Trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One transition to persist: the CAS (`source` -> `dest`) plus what it records."""
+
+    job_id: str
+    trigger: Trigger
+    source: State
+    dest: State
+    fields: Mapping[str, Any] = field(default_factory=dict)  # job columns to set
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. artifacts, result
+
+
+class StaleState(Exception):
+    """The job was no longer in the state the transition starts from."""
+
+
+class Sink(Protocol):
+    """Where transitions go: persistence first, then notification."""
+
+    async def persist(self, change: Change) -> bool:
+        """Commit the change and its outbox event atomically; False if the CAS missed."""
+        ...
+
+    def notify(self, change: Change) -> None:
+        """Called after a committed transition (wake waiters, update metrics)."""
+        ...
+
+
+def _machine_transitions() -> list[dict[str, Any]]:
+    return [
+        {
+            "trigger": t.trigger.value,
+            "source": [s.value for s in t.sources],
+            "dest": t.dest.value,
+            "conditions": "_persist",
+        }
+        for t in TRANSITIONS
+    ]
+
+
+_STATES = [s.value for s in State]
+_TABLE = _machine_transitions()
+
+
+class JobFlow:
+    """The machine for one job. Build one per job and per actor (~100 µs, docs/adr/0007)."""
+
+    state: str  # set by the machine
+
+    def __init__(self, job_id: str, state: State | str, sink: Sink) -> None:
+        self.job_id = job_id
+        self._sink = sink
+        self._pending: Change | None = None
+        AsyncMachine(
+            model=self,
+            states=_STATES,
+            transitions=_TABLE,
+            initial=State(state).value,
+            auto_transitions=False,
+            send_event=True,
+            after_state_change="_notify",
+        )
+
+    @property
+    def current(self) -> State:
+        return State(self.state)
+
+    async def move(
+        self,
+        trigger: Trigger,
+        fields: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Fire `trigger`; True when the transition was persisted and taken."""
+        try:
+            moved = await self.trigger(trigger.value, fields=fields or {}, extra=extra or {})  # type: ignore[attr-defined]
+        except MachineError as exc:
+            log.error("job=%s illegal transition refused trigger=%s state=%s: %s",
+                      self.job_id, trigger.value, self.state, exc.value)
+            return False
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # transitions 0.9.3 turns a cancellation inside a trigger into False; restore it.
+            raise asyncio.CancelledError
+        return bool(moved)
+
+    async def _persist(self, event: EventData) -> bool:
+        transition = event.transition
+        assert transition is not None and transition.dest is not None
+        change = Change(
+            job_id=self.job_id,
+            trigger=Trigger(event.event.name),
+            source=State(transition.source),
+            dest=State(transition.dest),
+            fields=event.kwargs.get("fields", {}),
+            extra=event.kwargs.get("extra", {}),
+        )
+        if not await self._sink.persist(change):
+            log.info("job=%s transition skipped: no longer %s (trigger=%s)",
+                     self.job_id, change.source.value, change.trigger.value)
+            return False
+        self._pending = change
+        return True
+
+    def _notify(self, event: EventData) -> None:
+        change, self._pending = self._pending, None
+        if change is not None:
+            self._sink.notify(change)

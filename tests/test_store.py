@@ -1,0 +1,171 @@
+"""The store alone: schema, atomic transitions with their outbox events, the next-job index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foreman.clock import new_id
+from foreman.events import build_event
+from foreman.jobs import CHAT, Job, parse_submission
+from foreman.schema import SCHEMA_VERSION
+from foreman.store import Store
+from statemachine import Change, JobFlow, State, Trigger
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def submission(model: str = "llama3.2", sync: bool = False) -> Any:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    return parse_submission(CHAT, body, sync=sync)
+
+
+class StoreSink:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def persist(self, change: Change) -> bool:
+        return await self.store.apply(change) is not None
+
+    def notify(self, change: Change) -> None:
+        pass
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    s = await Store.open(str(tmp_path / "t.db"), build_event)
+    yield s
+    await s.close()
+
+
+async def test_pragmas_and_schema_version(store: Store, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_reopen_does_not_migrate_again(tmp_path: Path) -> None:
+    path = str(tmp_path / "t.db")
+    first = await Store.open(path, build_event)
+    job = await first.create_job(submission(), new_id())
+    await first.close()
+    await first.close()  # idempotent
+    second = await Store.open(path, build_event)
+    assert (await second.get_job(job.id)) == job
+    await second.close()
+
+
+async def test_each_transition_writes_its_event_in_the_same_transaction(store: Store) -> None:
+    job = await store.create_job(submission(), new_id())
+    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
+    for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
+        assert await flow.move(trigger)
+    events = await store.events(job.id)
+    assert [(e["previous_state"], e["state"]) for e in events] == [
+        (None, "queued"),
+        ("queued", "loading"),
+        ("loading", "working"),
+        ("working", "done"),
+    ]
+    assert all(e["payload"]["job_id"] == job.id and e["payload"]["event_id"] == e["event_id"] for e in events)
+
+
+async def test_a_failed_event_write_rolls_the_state_change_back(store: Store) -> None:
+    job = await store.create_job(submission(), new_id())
+    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
+    assert await flow.move(Trigger.LOAD)
+
+    def broken(*args: Any) -> dict[str, Any]:
+        raise RuntimeError("event could not be built")
+
+    store._build_event = broken
+    with pytest.raises(RuntimeError):
+        await flow.move(Trigger.WORK)
+    assert (await store.get_job(job.id)).state == "loading"  # type: ignore[union-attr]
+    assert len(await store.events(job.id)) == 2
+    assert flow.current is State.LOADING
+
+
+async def test_compare_and_swap_refuses_a_stale_source(store: Store) -> None:
+    job = await store.create_job(submission(), new_id())
+    sink = StoreSink(store)
+    assert await JobFlow(job.id, State.QUEUED, sink).move(Trigger.CANCEL)
+    late = JobFlow(job.id, State.QUEUED, sink)  # an actor that still believes it is queued
+    assert not await late.move(Trigger.LOAD)
+    assert (await store.get_job(job.id)).state == "cancelled"  # type: ignore[union-attr]
+
+
+async def test_concurrent_transactions_do_not_share_a_transaction(store: Store) -> None:
+    jobs = [await store.create_job(submission(), new_id()) for _ in range(20)]
+    sink = StoreSink(store)
+
+    async def fail_one(job: Job, ok: bool) -> None:
+        flow = JobFlow(job.id, State.QUEUED, sink)
+        if ok:
+            await flow.move(Trigger.LOAD)
+        else:
+            async with store.transaction() as db:
+                await db.execute("UPDATE jobs SET error = 'x' WHERE id = ?", (job.id,))
+                await asyncio.sleep(0)  # let the other coroutines try to write meanwhile
+                raise ValueError("rolled back")
+
+    results = await asyncio.gather(*(fail_one(j, i % 2 == 0) for i, j in enumerate(jobs)), return_exceptions=True)
+    assert sum(isinstance(r, ValueError) for r in results) == 10
+    states = [(await store.get_job(j.id)) for j in jobs]
+    assert [s.state for s in states if s] == ["loading" if i % 2 == 0 else "queued" for i in range(20)]
+    assert all(s is not None and s.error is None for s in states)
+
+
+async def test_next_job_drains_the_resident_model_first(store: Store) -> None:
+    a1 = await store.create_job(submission("a"), new_id())
+    b1 = await store.create_job(submission("b"), new_id())
+    await store.create_job(submission("a"), new_id())
+    assert (await store.next_queued(None, 1e12)).id == a1.id  # type: ignore[union-attr]
+    assert (await store.next_queued("b:latest", 1e12)).id == b1.id  # type: ignore[union-attr]
+    assert (await store.next_queued("c:latest", 1e12)).id == a1.id  # type: ignore[union-attr]
+
+
+async def test_backed_off_jobs_wait(store: Store) -> None:
+    job = await store.create_job(submission(), new_id())
+    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
+    await flow.move(Trigger.LOAD)
+    await flow.move(Trigger.REQUEUE, fields={"attempt": 2, "not_before": 5000.0})
+    assert await store.next_queued(None, 4999.0) is None
+    assert (await store.next_queued(None, 5000.0)).attempt == 2  # type: ignore[union-attr]
+    assert await store.next_wakeup() == 5000.0
+
+
+async def test_next_job_uses_the_queue_indexes_with_100k_rows(store: Store, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db")
+    states = ["done"] * 9 + ["queued"]
+    conn.executemany(
+        "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body, created_at,"
+        " updated_at) VALUES (?, ?, ?, 'm', '/api/chat', 'generate', 0, 0, x'7b7d', 0, 0)",
+        ((f"j{i:07d}", states[i % 10], f"m{i % 7}:latest") for i in range(100_000)),
+    )
+    conn.commit()
+    conn.execute("ANALYZE")
+    conn.close()
+    plan = " | ".join(await store.next_queued_plan())
+    assert "USING INDEX jobs_queued_model" in plan and "USING INDEX jobs_queued " in plan + " "
+    assert "TEMP B-TREE" not in plan  # no sort of the queue
+    job = await store.next_queued("m3:latest", 1e12)
+    assert job is not None and job.model == "m3:latest" and job.state == "queued"
+
+
+def test_no_sql_outside_the_store() -> None:
+    offenders = []
+    for path in (ROOT / "foreman").rglob("*.py"):
+        if path.name in ("store.py", "schema.py") or "simulator" in path.parts:
+            continue
+        text = path.read_text()
+        for word in ("SELECT ", "INSERT INTO", "UPDATE jobs", "DELETE FROM", ".execute("):
+            if word in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {word.strip()}")
+    assert not offenders
