@@ -7,7 +7,7 @@ check: lint typecheck test
 
 lint:
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check foreman/config.py foreman/jobs.py
+	$(PYTHON) -m ruff format --check .
 
 typecheck:
 	$(PYTHON) -m mypy

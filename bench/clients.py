@@ -32,12 +32,12 @@ def free_port() -> int:
 
 
 def long_body(chunks: int) -> bytes:
-    return json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}],
-                       "options": {"num_predict": chunks}}).encode()
+    return json.dumps(
+        {"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "options": {"num_predict": chunks}}
+    ).encode()
 
 
-SMALL = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}],
-                    "stream": False}).encode()
+SMALL = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "stream": False}).encode()
 
 
 async def tornado_client(url: str, chunks: int, small: int) -> tuple[int, int]:
@@ -48,8 +48,11 @@ async def tornado_client(url: str, chunks: int, small: int) -> tuple[int, int]:
         nonlocal got
         got += data.count(b"\n")
 
-    await client.fetch(HTTPRequest(url + "/api/chat", method="POST", body=long_body(chunks),
-                                   streaming_callback=on_chunk, request_timeout=0))
+    await client.fetch(
+        HTTPRequest(
+            url + "/api/chat", method="POST", body=long_body(chunks), streaming_callback=on_chunk, request_timeout=0
+        )
+    )
     for _ in range(small):
         await client.fetch(HTTPRequest(url + "/api/chat", method="POST", body=SMALL, request_timeout=0))
     client.close()
@@ -95,8 +98,10 @@ async def measure(url: str, chunks: int, small: int) -> None:
         cpu = time.process_time()
         await run(url, 1, small)
         small_cpu = time.process_time() - cpu
-        print(f"{name:28} {stream_cpu / max(got, 1) * 1e6:13.1f} "
-              f"{small_cpu / small * 1e6:17.1f} {time.perf_counter() - wall:7.2f}")
+        print(
+            f"{name:28} {stream_cpu / max(got, 1) * 1e6:13.1f} "
+            f"{small_cpu / small * 1e6:17.1f} {time.perf_counter() - wall:7.2f}"
+        )
 
 
 def main() -> None:
@@ -105,8 +110,12 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=300)
     args = parser.parse_args()
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{port}"],
-                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:

@@ -93,10 +93,13 @@ def artifact_refs(job_id: str, artifacts: list[Artifact], inline_max: int) -> li
     """How artifacts appear in the job API and webhooks: inline when small, a URL always."""
     refs = []
     for a in artifacts:
-        ref: dict[str, Any] = {"name": a.name, "content_type": a.content_type, "size": len(a.data),
-                               "url": f"/jobs/{job_id}/artifacts/{a.name}"}
+        ref: dict[str, Any] = {
+            "name": a.name,
+            "content_type": a.content_type,
+            "size": len(a.data),
+            "url": f"/jobs/{job_id}/artifacts/{a.name}",
+        }
         if len(a.data) <= inline_max:
-            ref["content"] = (json.loads(a.data) if a.content_type == _JSON
-                              else a.data.decode("utf-8", "replace"))
+            ref["content"] = json.loads(a.data) if a.content_type == _JSON else a.data.decode("utf-8", "replace")
         refs.append(ref)
     return refs

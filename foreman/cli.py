@@ -21,8 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the daemon")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     add_flags(serve)
-    commands.add_parser("simulate", help="run a simulated Ollama (try-outs, tests, benchmarks)",
-                        add_help=False)
+    commands.add_parser("simulate", help="run a simulated Ollama (try-outs, tests, benchmarks)", add_help=False)
     return parser
 
 
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("transitions").setLevel(logging.WARNING)  # it narrates every callback at INFO
     try:
         settings = load_settings(vars(args), config_path=args.config)

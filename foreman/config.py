@@ -26,7 +26,13 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?", re.IGNORECASE)
 _SIZE_UNITS = {
-    "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
 }
 
 
@@ -45,9 +51,7 @@ def parse_duration(value: Any, *, allow_negative: bool = False) -> float:
         except ValueError:
             parts = _DURATION_PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"{value!r} is not a duration (use 30s, 5m, 2h, 7d or a number of seconds)"
-                ) from None
+                raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 2h, 7d or a number of seconds)") from None
             seconds = sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds < 0 and not allow_negative:
         raise ValueError(f"{value!r}: must not be negative")
@@ -166,9 +170,7 @@ class Settings:
     first_byte_timeout: float = _setting(
         600.0, parse_duration, "longest wait for the target's first byte (cold loads are slow)"
     )
-    idle_timeout: float = _setting(
-        120.0, parse_duration, "longest silence between two chunks of a running generation"
-    )
+    idle_timeout: float = _setting(120.0, parse_duration, "longest silence between two chunks of a running generation")
     webhook_secret: str | None = _setting(
         None, parse_optional_text, "if set, webhook deliveries are signed (Standard Webhooks)"
     )
@@ -255,9 +257,7 @@ def load_settings(
     for key, spec in FIELDS.items():
         if key not in raw:
             if spec.metadata["required"]:
-                raise ConfigError(
-                    key, f"required (set it in the config file, {env_name(key)} or {flag_name(key)})"
-                )
+                raise ConfigError(key, f"required (set it in the config file, {env_name(key)} or {flag_name(key)})")
             continue
         value, origin = raw[key]
         try:

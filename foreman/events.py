@@ -9,8 +9,7 @@ from foreman.jobs import Job
 from statemachine import Change, State
 
 
-def build_event(job: Job, event_id: str, previous: State | None, change: Change | None,
-                ts: float) -> dict[str, Any]:
+def build_event(job: Job, event_id: str, previous: State | None, change: Change | None, ts: float) -> dict[str, Any]:
     """Built inside the transition's transaction, from the job as the transition left it."""
     event: dict[str, Any] = {
         "event_id": event_id,

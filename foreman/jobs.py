@@ -115,9 +115,7 @@ def is_zero_keep_alive(value: Any) -> bool:
     return False
 
 
-def parse_submission(
-    endpoint: str, body: bytes, *, keep_alive: float | None = None, sync: bool = True
-) -> Submission:
+def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = None, sync: bool = True) -> Submission:
     """Validate a chat or generate body; raises BadRequest/NotFound with Ollama's texts.
 
     `keep_alive` (seconds) is added to a body that names none (the worker model's pin).
@@ -126,8 +124,10 @@ def parse_submission(
     data = decode_body(body, go_type)
     model = data.get("model")
     if model is not None and not isinstance(model, str):
-        raise BadRequest(f"json: cannot unmarshal {type(model).__name__} into Go struct field "
-                         f"{go_type.split('.')[-1]}.model of type string")
+        raise BadRequest(
+            f"json: cannot unmarshal {type(model).__name__} into Go struct field "
+            f"{go_type.split('.')[-1]}.model of type string"
+        )
     if not model:
         if endpoint == CHAT:
             raise BadRequest("model is required")

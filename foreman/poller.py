@@ -127,5 +127,4 @@ class Poller:
         if self.tags is None:
             return None
         key = model_key(name)
-        return any(model_key(str(m.get("model") or m.get("name") or "")) == key
-                   for m in self.tags.get("models") or [])
+        return any(model_key(str(m.get("model") or m.get("name") or "")) == key for m in self.tags.get("models") or [])

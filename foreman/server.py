@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 class Daemon:
     """One running foreman. `await Daemon.start(settings)`, then `await daemon.stop()`."""
 
-    def __init__(self, services: Services, worker: Worker, server: HTTPServer,
-                 sockets: list[socket.socket]) -> None:
+    def __init__(self, services: Services, worker: Worker, server: HTTPServer, sockets: list[socket.socket]) -> None:
         self.services = services
         self.worker = worker
         self.server = server
@@ -48,12 +47,14 @@ class Daemon:
     @classmethod
     async def start(cls, settings: Settings, *, run_worker: bool = True) -> Daemon:
         store = await Store.open(settings.db_path, build_event)
-        target = TargetClient(settings.ollama_url, first_byte_timeout=settings.first_byte_timeout,
-                              idle_timeout=settings.idle_timeout)
+        target = TargetClient(
+            settings.ollama_url, first_byte_timeout=settings.first_byte_timeout, idle_timeout=settings.idle_timeout
+        )
         poller = Poller(target, settings.poll_interval)
         jobs = JobService(store)
-        services = Services(settings=settings, store=store, jobs=jobs, target=target,
-                            poller=poller, started_at=time.time())
+        services = Services(
+            settings=settings, store=store, jobs=jobs, target=target, poller=poller, started_at=time.time()
+        )
         worker = Worker(settings, jobs, target, poller)
         await jobs.recover()
         server = HTTPServer(
@@ -62,8 +63,7 @@ class Daemon:
             idle_connection_timeout=300,  # Tornado's default is an hour
             body_timeout=300,
         )
-        sockets = bind_sockets(settings.listen_port, settings.listen_host or None,
-                               family=socket.AF_UNSPEC)
+        sockets = bind_sockets(settings.listen_port, settings.listen_host or None, family=socket.AF_UNSPEC)
         server.add_sockets(sockets)
         poller.start()
         if run_worker:

@@ -179,8 +179,7 @@ class JobService:
         for job in stranded:
             flow = JobFlow(job.id, job.state, self)
             if job.sync:
-                await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart",
-                                                      "finished_at": now()})
+                await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart", "finished_at": now()})
             elif job.state != State.QUEUED.value:
                 await flow.move(Trigger.REQUEUE, fields={"attempt": job.attempt + 1})
             log.info("job=%s recovered after restart: %s", job.id, flow.state)

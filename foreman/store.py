@@ -39,8 +39,7 @@ _NEXT_ANY = (
     " WHERE state = 'queued' AND not_before <= :at ORDER BY seq LIMIT 1"
 )
 _UPDATABLE = frozenset(
-    {"attempt", "not_before", "started_at", "finished_at", "status", "error",
-     "swapped", "load_duration", "eval_count"}
+    {"attempt", "not_before", "started_at", "finished_at", "status", "error", "swapped", "load_duration", "eval_count"}
 )
 
 # Builds the webhook/outbox payload of a transition from the job as updated.
@@ -65,8 +64,7 @@ def _job(row: Iterable[Any]) -> Job:
 class Store:
     """The gateway to the database. Open with `await Store.open(path, ...)`; close is idempotent."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 build_event: EventBuilder) -> None:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, build_event: EventBuilder) -> None:
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
@@ -116,9 +114,7 @@ class Store:
         async with self.transaction() as db:
             (version,) = await (await db.execute("PRAGMA user_version")).fetchone() or (0,)
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})"
-                )
+                raise RuntimeError(f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})")
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _split_script(MIGRATIONS[number - 1]):
                     await db.execute(statement)
@@ -135,8 +131,20 @@ class Store:
                 "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body,"
                 " webhook_url, idempotency_key, created_at, updated_at)"
                 f" VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_JOB_COLUMNS}",
-                (job_id, sub.model, sub.name, sub.endpoint, sub.kind, int(sub.sync), int(sub.stream), sub.body,
-                 sub.webhook_url, sub.idempotency_key, ts, ts),
+                (
+                    job_id,
+                    sub.model,
+                    sub.name,
+                    sub.endpoint,
+                    sub.kind,
+                    int(sub.sync),
+                    int(sub.stream),
+                    sub.body,
+                    sub.webhook_url,
+                    sub.idempotency_key,
+                    ts,
+                    ts,
+                ),
             )
             job = _job(await cursor.fetchone())  # type: ignore[arg-type]
             await cursor.close()
@@ -172,22 +180,27 @@ class Store:
             await self._insert_event(db, job, change.source, change, ts)
         return job
 
-    async def _insert_event(self, db: aiosqlite.Connection, job: Job, previous: State | None,
-                            change: Change | None, ts: float) -> None:
+    async def _insert_event(
+        self, db: aiosqlite.Connection, job: Job, previous: State | None, change: Change | None, ts: float
+    ) -> None:
         event_id = new_id()
         payload = self._build_event(job, event_id, previous, change, ts)
         await db.execute(
             "INSERT INTO events (id, job_id, state, previous_state, payload, created_at, webhook_url)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event_id, job.id, job.state, previous.value if previous else None,
-             json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), ts,
-             job.webhook_url),
+            (
+                event_id,
+                job.id,
+                job.state,
+                previous.value if previous else None,
+                json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
+                ts,
+                job.webhook_url,
+            ),
         )
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._reader.execute_fetchall(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-        )
+        rows = await self._reader.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(next(iter(rows))) if rows else None
 
     async def next_queued(self, model: str | None, at: float) -> Job | None:
@@ -205,9 +218,7 @@ class Store:
 
     async def next_wakeup(self) -> float | None:
         """When the earliest backed-off queued job becomes runnable (None: nothing waits)."""
-        rows = list(await self._reader.execute_fetchall(
-            "SELECT MIN(not_before) FROM jobs WHERE state = 'queued'"
-        ))
+        rows = list(await self._reader.execute_fetchall("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'"))
         return rows[0][0] if rows else None
 
     async def jobs_in(self, states: Iterable[State]) -> list[Job]:
@@ -220,8 +231,7 @@ class Store:
 
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._reader.execute_fetchall(
-            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'loading', 'working')"
-            " GROUP BY state"
+            "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'loading', 'working') GROUP BY state"
         )
         counts = {s.value: 0 for s in (State.QUEUED, State.LOADING, State.WORKING)}
         counts.update({state: n for state, n in rows})
@@ -239,11 +249,18 @@ class Store:
         """The job's outbox rows in order, with their payloads decoded."""
         rows = await self._reader.execute_fetchall(
             "SELECT id, state, previous_state, payload, webhook_url, delivered_at FROM events"
-            " WHERE job_id = ? ORDER BY seq", (job_id,)
+            " WHERE job_id = ? ORDER BY seq",
+            (job_id,),
         )
         return [
-            {"event_id": r[0], "state": r[1], "previous_state": r[2], "payload": json.loads(r[3]),
-             "webhook_url": r[4], "delivered_at": r[5]}
+            {
+                "event_id": r[0],
+                "state": r[1],
+                "previous_state": r[2],
+                "payload": json.loads(r[3]),
+                "webhook_url": r[4],
+                "delivered_at": r[5],
+            }
             for r in rows
         ]
 
@@ -251,9 +268,7 @@ class Store:
         """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""
         plan: list[str] = []
         for sql in (_NEXT_FOR_MODEL, _NEXT_ANY):
-            rows = await self._reader.execute_fetchall(
-                "EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0}
-            )
+            rows = await self._reader.execute_fetchall("EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0})
             plan.extend(str(r[-1]) for r in rows)
         return plan
 

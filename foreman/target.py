@@ -23,10 +23,20 @@ log = logging.getLogger(__name__)
 
 # RFC 9110 hop-by-hop headers, plus what foreman sets itself or must not leak upstream
 # (the client's Host, its browser Origin, and foreman's own bearer token).
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
 _NOT_UPSTREAM = HOP_BY_HOP | {"host", "origin", "authorization", "accept-encoding"}
 
 
@@ -55,15 +65,25 @@ def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 def response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     """The target's response headers, fit to relay to a client."""
     named = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
-    return [(k, v) for k, v in headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() not in named and k.lower() != "date"]
+    return [
+        (k, v)
+        for k, v in headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in named and k.lower() != "date"
+    ]
 
 
 class TargetClient:
     """One target, one connection pool. `close()` when done."""
 
-    def __init__(self, base_url: str, *, first_byte_timeout: float, idle_timeout: float,
-                 connect_timeout: float = 10.0, pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        first_byte_timeout: float,
+        idle_timeout: float,
+        connect_timeout: float = 10.0,
+        pool_size: int = 8,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
@@ -91,29 +111,53 @@ class TargetClient:
     async def close(self) -> None:
         await self.reset()
 
-    def exchange(self, method: str, path: str, body: bytes | None = None,
-                 headers: Mapping[str, str] | None = None, *,
-                 first_byte_timeout: float | None = None,
-                 idle_timeout: float | None = None) -> Exchange:
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        first_byte_timeout: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> Exchange:
         """One request whose response is read as it arrives: `async with client.exchange(...) as x`."""
-        return Exchange(self._get_session(), self.base_url + path, method, body, headers or {},
-                        first_byte_timeout or self.first_byte_timeout,
-                        idle_timeout or self.idle_timeout)
+        return Exchange(
+            self._get_session(),
+            self.base_url + path,
+            method,
+            body,
+            headers or {},
+            first_byte_timeout or self.first_byte_timeout,
+            idle_timeout or self.idle_timeout,
+        )
 
-    async def fetch(self, method: str, path: str, body: bytes | None = None,
-                    headers: Mapping[str, str] | None = None,
-                    timeout: float | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def fetch(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """A small buffered request (listings, passthroughs): status, headers, body."""
-        async with self.exchange(method, path, body, headers, first_byte_timeout=timeout,
-                                 idle_timeout=timeout) as x:
+        async with self.exchange(method, path, body, headers, first_byte_timeout=timeout, idle_timeout=timeout) as x:
             return x.status, x.headers, await x.read()
 
 
 class Exchange:
     """A request in flight. `abort()` from anywhere closes it; reads then raise TargetAborted."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, method: str, body: bytes | None,
-                 headers: Mapping[str, str], first_byte_timeout: float, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        method: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        first_byte_timeout: float,
+        idle_timeout: float,
+    ) -> None:
         self._session = session
         self._url = url
         self._method = method
@@ -132,9 +176,15 @@ class Exchange:
         self.headers: list[tuple[str, str]] = []
 
     async def __aenter__(self) -> Exchange:
-        self._request = asyncio.ensure_future(self._session.request(
-            self._method, self._url, data=self._body, headers=self._headers, allow_redirects=False,
-        ))
+        self._request = asyncio.ensure_future(
+            self._session.request(
+                self._method,
+                self._url,
+                data=self._body,
+                headers=self._headers,
+                allow_redirects=False,
+            )
+        )
         self._waiting(self._first_byte_timeout)
         try:
             self._response = await self._request
@@ -149,8 +199,9 @@ class Exchange:
         self._wait_started = None
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop_watchdog()
         if self._response is not None:
             if exc_type is None and self._response.content.at_eof():

@@ -61,8 +61,7 @@ def error_body(message: str) -> bytes:
 
 
 class Worker:
-    def __init__(self, settings: Settings, service: JobService, target: TargetClient,
-                 poller: Poller) -> None:
+    def __init__(self, settings: Settings, service: JobService, target: TargetClient, poller: Poller) -> None:
         self.settings = settings
         self.service = service
         self.target = target
@@ -129,8 +128,7 @@ class Worker:
         flow = JobFlow(job.id, State.QUEUED, self.service)
         caller = self.service.caller(job.id)
         if job.sync and caller is None:
-            await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone",
-                                                  "finished_at": now()})
+            await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone", "finished_at": now()})
             return
         if not await flow.move(Trigger.LOAD, fields={"started_at": now()}):
             return
@@ -167,8 +165,7 @@ class Worker:
         if job.kind == KIND_GENERATE and swapped:
             load_duration = await self._load(run)
         self._check_cancelled(run)
-        if not await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped),
-                                                         "load_duration": load_duration}):
+        if not await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped), "load_duration": load_duration}):
             return
         raw = await self._forward(run)
         outcome = assemble(job.endpoint, raw)
@@ -241,8 +238,7 @@ class Worker:
 
     async def _fail(self, run: Running, message: str, status: int | None = None) -> None:
         log.warning("job=%s failed: %s", run.job.id, message)
-        await run.flow.move(Trigger.FAIL, fields={"error": message, "status": status,
-                                                  "finished_at": now()})
+        await run.flow.move(Trigger.FAIL, fields={"error": message, "status": status, "finished_at": now()})
 
     async def _cancelled(self, run: Running) -> None:
         reason = run.cancel_reason or "the client disconnected"
@@ -274,8 +270,7 @@ class Worker:
                 run.caller.reply(502, _JSON_HEADERS, error_body(message))
             return
         delay = min(self.settings.retry_backoff * 2 ** (attempt - 1), self.settings.retry_backoff_max)
-        await run.flow.move(Trigger.REQUEUE, fields={"attempt": attempt + 1,
-                                                     "not_before": now() + delay})
+        await run.flow.move(Trigger.REQUEUE, fields={"attempt": attempt + 1, "not_before": now() + delay})
 
     async def _broken_after_bytes(self, run: Running, reason: str) -> None:
         """A stream the client has seen part of cannot be replayed: end it with an error line."""
@@ -295,5 +290,3 @@ class Worker:
         if run.caller is not None:
             return run.caller.upstream_headers
         return {"Content-Type": "application/json"}
-
-

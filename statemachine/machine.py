@@ -101,8 +101,13 @@ class JobFlow:
         try:
             moved = await self.trigger(trigger.value, fields=fields or {}, extra=extra or {})  # type: ignore[attr-defined]
         except MachineError as exc:
-            log.error("job=%s illegal transition refused trigger=%s state=%s: %s",
-                      self.job_id, trigger.value, self.state, exc.value)
+            log.error(
+                "job=%s illegal transition refused trigger=%s state=%s: %s",
+                self.job_id,
+                trigger.value,
+                self.state,
+                exc.value,
+            )
             return False
         task = asyncio.current_task()
         if task is not None and task.cancelling():
@@ -122,8 +127,12 @@ class JobFlow:
             extra=event.kwargs.get("extra", {}),
         )
         if not await self._sink.persist(change):
-            log.info("job=%s transition skipped: no longer %s (trigger=%s)",
-                     self.job_id, change.source.value, change.trigger.value)
+            log.info(
+                "job=%s transition skipped: no longer %s (trigger=%s)",
+                self.job_id,
+                change.source.value,
+                change.trigger.value,
+            )
             return False
         self._pending = change
         return True

@@ -452,6 +452,19 @@ async def test_reset_mid_stream(sim: Simulator, client: ollama.AsyncClient) -> N
     assert (await client.chat(model="llama3.2", messages=HI)).done  # consumed: the next one is fine
 
 
+async def test_reset_leaves_a_late_reader_time_to_read_what_was_sent(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    sim.inject(Fault("reset", after_chunks=3))
+    lines = []
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with http.post(sim.url + "/api/chat", json={"model": "llama3.2", "messages": HI}) as resp:
+            await asyncio.sleep(0.02)  # aiohttp drops buffered lines once the connection errors
+            async for line in resp.content:
+                lines.append(line)
+    assert len(lines) == 3
+
+
 async def test_reset_before_a_non_streamed_body(sim: Simulator, client: ollama.AsyncClient) -> None:
     sim.inject(Fault("reset"))
     with pytest.raises(httpx.TransportError):

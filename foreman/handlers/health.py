@@ -15,18 +15,22 @@ class HealthHandler(BaseHandler):
         services = self.services
         poller = services.poller
         running = services.jobs.running
-        self.write_json({
-            "status": "ok",
-            "degraded": poller.degraded,
-            "target": services.settings.ollama_url,
-            "last_poll_at": iso(poller.last_poll_at),
-            "last_error": poller.last_error,
-            "queue": await services.store.count_by_state(),
-            "running": None if running is None else {
-                "job_id": running.job.id,
-                "model": running.job.model,
-                "state": running.flow.state,
-                "elapsed_s": round(now() - running.started, 3),
-            },
-            "uptime_s": round(time.time() - services.started_at, 3),
-        })
+        self.write_json(
+            {
+                "status": "ok",
+                "degraded": poller.degraded,
+                "target": services.settings.ollama_url,
+                "last_poll_at": iso(poller.last_poll_at),
+                "last_error": poller.last_error,
+                "queue": await services.store.count_by_state(),
+                "running": None
+                if running is None
+                else {
+                    "job_id": running.job.id,
+                    "model": running.job.model,
+                    "state": running.flow.state,
+                    "elapsed_s": round(now() - running.started, 3),
+                },
+                "uptime_s": round(time.time() - services.started_at, 3),
+            }
+        )

@@ -45,8 +45,7 @@ class GenerationHandler(BaseHandler):
 
     async def post(self) -> None:
         services = self.services
-        sub = parse_submission(self.endpoint, self.body,
-                               keep_alive=services.settings.worker_keep_alive)
+        sub = parse_submission(self.endpoint, self.body, keep_alive=services.settings.worker_keep_alive)
         await self._check_model(sub)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
         self._caller = caller
