@@ -94,7 +94,8 @@ class JobService:
     # --- Sink ------------------------------------------------------------------------------
 
     async def persist(self, change: Change) -> bool:
-        return await self.store.apply(change) is not None
+        # `loading` is seen by nobody outside foreman before `working` (fsynced) follows it.
+        return await self.store.apply(change, durable=change.dest is not State.LOADING) is not None
 
     def notify(self, change: Change) -> None:
         log.info("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
@@ -114,7 +115,9 @@ class JobService:
             caller.job_id = job_id
             self._callers[job_id] = caller
         try:
-            job = await self.store.create_job(sub, job_id)
+            # A synchronous job is first seen by its caller with `working` (fsynced) or its end;
+            # after a power loss before that, restart would fail it anyway (docs/adr/0011).
+            job = await self.store.create_job(sub, job_id, durable=not sub.sync)
         except BaseException:
             self._callers.pop(job_id, None)
             raise

@@ -1,10 +1,11 @@
 """The SQLite store: every SQL statement foreman runs lives in this module.
 
-One writer connection behind an asyncio.Lock (two coroutines on one aiosqlite
-connection would share one transaction), one reader connection for queries
-(WAL lets it read while the writer writes). Every read-then-write runs inside
-`BEGIN IMMEDIATE`; commit and rollback are shielded from cancellation so a
-cancelled caller never leaves the write lock held (docs/adr/0004).
+Writes: one sqlite3 connection owned by one thread. Each write is a whole
+transaction (`BEGIN IMMEDIATE … COMMIT`, or ROLLBACK on error) run as one function
+on that thread, so two coroutines can never share a transaction, a cancelled
+caller can never leave one half done, and a transition costs one thread hop
+instead of six (docs/adr/0004). Reads: an aiosqlite connection (WAL lets it read
+while the writer writes).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -27,6 +28,8 @@ from statemachine import Change, State
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON")
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 # Picking the next job walks a partial index of queued rows in arrival order (schema.py).
@@ -61,73 +64,101 @@ def _job(row: Iterable[Any]) -> Job:
     return Job(**values)
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    """The writer connection, opened on (and only ever used from) the writer thread."""
+    # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do.
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in _PRAGMAS:
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
 class Store:
     """The gateway to the database. Open with `await Store.open(path, ...)`; close is idempotent."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, build_event: EventBuilder) -> None:
-        self._writer = writer
+    def __init__(self, path: str, reader: aiosqlite.Connection, build_event: EventBuilder) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foreman-db-writer")
+        self._writer: sqlite3.Connection | None = None
+        self._path = path
         self._reader = reader
-        self._lock = asyncio.Lock()
         self._build_event = build_event
         self._closed = False
 
     @classmethod
     async def open(cls, path: str, build_event: EventBuilder) -> Store:
-        writer = await cls._connect(path)
-        reader = await cls._connect(path)
-        store = cls(writer, reader, build_event)
-        await store._migrate()
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in _PRAGMAS:
+            await reader.execute(f"PRAGMA {pragma}")
+        store = cls(path, reader, build_event)
+        try:
+            await store._run(lambda: setattr(store, "_writer", _connect(path)))
+            await store._write(store._migrate)
+        except BaseException:
+            await store.close()
+            raise
         return store
-
-    @staticmethod
-    async def _connect(path: str) -> aiosqlite.Connection:
-        # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do.
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
-            await conn.execute(f"PRAGMA {pragma}")
-        return conn
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        async with self._lock:
-            for conn in (self._reader, self._writer):
-                try:
-                    await conn.close()
-                except Exception:
-                    log.exception("closing a database connection failed")
+        try:
+            await self._reader.close()
+        finally:
+            if self._writer is not None:
+                await self._run(self._writer.close)
+            self._executor.shutdown(wait=True)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The only way to write: one writer at a time, BEGIN IMMEDIATE ... COMMIT."""
-        async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        """Run `fn` as one transaction on the writer thread: the only way to write.
+
+        `durable=False` commits without an fsync of its own (synchronous=NORMAL): the commit
+        survives a crash of foreman, and becomes power-loss durable with the next durable
+        commit. Only for states nobody outside foreman has seen yet (docs/adr/0011).
+        """
+
+        def transaction() -> T:
+            db = self._writer
+            assert db is not None, "store is closed"
+            if not durable:
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._writer
-            except BaseException:
-                await asyncio.shield(self._writer.execute("ROLLBACK"))
-                raise
-            await asyncio.shield(self._writer.execute("COMMIT"))
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if not durable:
+                    db.execute("PRAGMA synchronous=FULL")
+            return result
 
-    async def _migrate(self) -> None:
-        async with self.transaction() as db:
-            (version,) = await (await db.execute("PRAGMA user_version")).fetchone() or (0,)
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})")
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _split_script(MIGRATIONS[number - 1]):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
-                log.info("database migrated to schema version %d", number)
+        return await self._run(transaction)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})")
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _split_script(MIGRATIONS[number - 1]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+            log.info("database migrated to schema version %d", number)
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, sub: Submission, job_id: str) -> Job:
+    async def create_job(self, sub: Submission, job_id: str, durable: bool = True) -> Job:
         """Insert a queued job and its first outbox event, atomically."""
-        ts = now()
-        async with self.transaction() as db:
-            cursor = await db.execute(
+
+        def insert(db: sqlite3.Connection) -> Job:
+            ts = now()
+            row = db.execute(
                 "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body,"
                 " webhook_url, idempotency_key, created_at, updated_at)"
                 f" VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_JOB_COLUMNS}",
@@ -145,13 +176,14 @@ class Store:
                     ts,
                     ts,
                 ),
-            )
-            job = _job(await cursor.fetchone())  # type: ignore[arg-type]
-            await cursor.close()
-            await self._insert_event(db, job, None, None, ts)
-        return job
+            ).fetchone()
+            job = _job(row)
+            self._insert_event(db, job, None, None, ts)
+            return job
 
-    async def apply(self, change: Change) -> Job | None:
+        return await self._write(insert, durable)
+
+    async def apply(self, change: Change, durable: bool = True) -> Job | None:
         """Persist one transition as a compare-and-swap plus its outbox event.
 
         Returns the updated job, or None when the job was no longer in `change.source`.
@@ -159,33 +191,36 @@ class Store:
         unknown = set(change.fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
-        ts = now()
         assignments = "".join(f", {name} = ?" for name in change.fields)
-        async with self.transaction() as db:
-            cursor = await db.execute(
-                f"UPDATE jobs SET state = ?, updated_at = ?{assignments}"
-                f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}",
-                (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value),
-            )
-            row = await cursor.fetchone()
-            await cursor.close()
+        sql = (
+            f"UPDATE jobs SET state = ?, updated_at = ?{assignments}"
+            f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}"
+        )
+
+        def update(db: sqlite3.Connection) -> Job | None:
+            ts = now()
+            row = db.execute(
+                sql, (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value)
+            ).fetchone()
             if row is None:
                 return None
             job = _job(row)
             artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
-            await db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
                 [(job.id, a.name, a.content_type, a.data) for a in artifacts],
             )
-            await self._insert_event(db, job, change.source, change, ts)
-        return job
+            self._insert_event(db, job, change.source, change, ts)
+            return job
 
-    async def _insert_event(
-        self, db: aiosqlite.Connection, job: Job, previous: State | None, change: Change | None, ts: float
+        return await self._write(update, durable)
+
+    def _insert_event(
+        self, db: sqlite3.Connection, job: Job, previous: State | None, change: Change | None, ts: float
     ) -> None:
         event_id = new_id()
         payload = self._build_event(job, event_id, previous, change, ts)
-        await db.execute(
+        db.execute(
             "INSERT INTO events (id, job_id, state, previous_state, payload, created_at, webhook_url)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (

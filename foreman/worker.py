@@ -165,9 +165,15 @@ class Worker:
         if job.kind == KIND_GENERATE and swapped:
             load_duration = await self._load(run)
         self._check_cancelled(run)
-        if not await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped), "load_duration": load_duration}):
-            return
-        raw = await self._forward(run)
+        # `working` commits while the request travels; no byte reaches the caller before it has.
+        fields = {"swapped": int(swapped), "load_duration": load_duration}
+        working = asyncio.ensure_future(run.flow.move(Trigger.WORK, fields=fields))
+        try:
+            raw = await self._forward(run, working)
+        finally:
+            await asyncio.wait({working})
+            if not working.cancelled() and working.exception() is not None:
+                log.error("job=%s recording `working` failed: %r", job.id, working.exception())
         outcome = assemble(job.endpoint, raw)
         self.resident = None if job.kind == KIND_UNLOAD and self.resident == job.model else job.model
         # Commit first, answer second: a client holding its answer finds the job finished.
@@ -196,12 +202,14 @@ class Worker:
         except (ValueError, AttributeError):
             return None
 
-    async def _forward(self, run: Running) -> bytes:
+    async def _forward(self, run: Running, working: asyncio.Future[bool]) -> bytes:
         """Send the job's body and pass the answer to the caller as it arrives."""
         job, caller = run.job, run.caller
         parts: list[bytes] = []
         x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
         async with x:
+            if not await working:
+                raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
             self._check_cancelled(run)
             if x.status != 200:
                 raise TargetRefused(x.status, x.headers, await x.read())
