@@ -68,6 +68,35 @@ class Job:
     eval_count: int | None
 
 
+def new_job(sub: Submission, job_id: str, ts: float) -> Job:
+    """The queued job a submission becomes (before the store assigns its `seq`)."""
+    return Job(
+        seq=0,
+        id=job_id,
+        state="queued",
+        model=sub.model,
+        model_name=sub.name,
+        endpoint=sub.endpoint,
+        kind=sub.kind,
+        sync=sub.sync,
+        stream=sub.stream,
+        body=sub.body,
+        webhook_url=sub.webhook_url,
+        idempotency_key=sub.idempotency_key,
+        attempt=1,
+        not_before=0.0,
+        created_at=ts,
+        updated_at=ts,
+        started_at=None,
+        finished_at=None,
+        status=None,
+        error=None,
+        swapped=None,
+        load_duration=None,
+        eval_count=None,
+    )
+
+
 def model_key(name: str) -> str:
     """Ollama's name rules: case-insensitive, a bare name means `:latest`."""
     key = name.strip().lower()

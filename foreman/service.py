@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from foreman.clock import new_id, now
-from foreman.jobs import Job, Submission
+from foreman.jobs import Job, Submission, new_job
 from foreman.store import Store
 from foreman.target import Exchange
 from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 
 log = logging.getLogger(__name__)
+
+
+def _visible(change: Change) -> bool:
+    """Whether anyone outside foreman may see this state before a later fsync: then its
+    commit is fsynced itself. `loading` is always followed by `working`, which is (ADR 0011)."""
+    return change.dest is not State.LOADING
 
 
 class CallerGone(Exception):
@@ -84,18 +90,26 @@ class JobService:
         self._callers: dict[str, Caller] = {}
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake_worker: Callable[[], None] = lambda: None
+        self._offer: Callable[[Job], bool] = lambda job: False
         self.accepting = True
         self._background: set[asyncio.Future[Job | None]] = set()
 
-    def on_queued(self, wake: Callable[[], None]) -> None:
-        """Register the worker's wake-up (called whenever a job becomes queued)."""
+    def attach_worker(self, wake: Callable[[], None], offer: Callable[[Job], bool]) -> None:
+        """Register the worker's wake-up (called whenever a job becomes queued) and its
+        `offer`, which takes a new job straight away when the worker is idle with nothing
+        queued; it then creates the job itself, in the same commit as `loading`/`working`."""
         self._wake_worker = wake
+        self._offer = offer
 
     # --- Sink ------------------------------------------------------------------------------
 
     async def persist(self, change: Change) -> bool:
-        # `loading` is seen by nobody outside foreman before `working` (fsynced) follows it.
-        return await self.store.apply(change, durable=change.dest is not State.LOADING) is not None
+        return await self.store.apply(change, durable=_visible(change)) is not None
+
+    async def commit(self, new: Job | None, batch: list[Change]) -> bool:
+        """Commit a worker's staged transitions (and the job itself when `new`): all or nothing."""
+        durable = any(_visible(c) for c in batch) or (new is not None and not new.sync)
+        return await self.store.apply_batch(new, batch, durable) is not None
 
     def notify(self, change: Change) -> None:
         log.info("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
@@ -108,22 +122,25 @@ class JobService:
 
     # --- for handlers ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission, caller: Caller | None = None) -> Job:
-        job_id = new_id()
+    async def submit(self, sub: Submission, caller: Caller | None = None) -> str:
+        """Queue a job (or hand it to an idle worker); returns its id."""
+        job = new_job(sub, new_id(), now())
         if caller is not None:
             # Attach before the row exists, so the worker never sees a sync job without its caller.
-            caller.job_id = job_id
-            self._callers[job_id] = caller
+            caller.job_id = job.id
+            self._callers[job.id] = caller
+        log.info("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
+        if self._offer(job):
+            return job.id
         try:
             # A synchronous job is first seen by its caller with `working` (fsynced) or its end;
             # after a power loss before that, restart would fail it anyway (docs/adr/0011).
-            job = await self.store.create_job(sub, job_id, durable=not sub.sync)
+            await self.store.create_job(job, durable=not sub.sync)
         except BaseException:
-            self._callers.pop(job_id, None)
+            self._callers.pop(job.id, None)
             raise
-        log.info("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
         self._wake_worker()
-        return job
+        return job.id
 
     def caller(self, job_id: str) -> Caller | None:
         return self._callers.get(job_id)
@@ -142,6 +159,10 @@ class JobService:
 
         Returns the job as it stands afterwards (None if unknown).
         """
+        running = self.running
+        if running is not None and running.job.id == job_id:
+            running.cancel(reason)
+            return await self.store.get_job(job_id)
         job = await self.store.get_job(job_id)
         if job is None or State(job.state) in TERMINAL:
             return job
@@ -149,7 +170,7 @@ class JobService:
             flow = JobFlow(job.id, State.QUEUED, self)
             if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
                 return await self.store.get_job(job_id)
-        running = self.running
+        running = self.running  # the worker took it meanwhile
         if running is not None and running.job.id == job_id:
             running.cancel(reason)
         return await self.store.get_job(job_id)

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from foreman.clock import new_id, now
-from foreman.jobs import Job, Submission
+from foreman.jobs import Job
 from foreman.schema import MIGRATIONS, SCHEMA_VERSION
 from statemachine import Change, State
 
@@ -47,6 +47,10 @@ _UPDATABLE = frozenset(
 
 # Builds the webhook/outbox payload of a transition from the job as updated.
 EventBuilder = Callable[[Job, str, "State | None", Change | None, float], dict[str, Any]]
+
+
+class _StaleBatch(Exception):
+    """A compare-and-swap in a batch missed: roll the whole batch back."""
 
 
 @dataclass(frozen=True)
@@ -153,67 +157,68 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, sub: Submission, job_id: str, durable: bool = True) -> Job:
-        """Insert a queued job and its first outbox event, atomically."""
-
-        def insert(db: sqlite3.Connection) -> Job:
-            ts = now()
-            row = db.execute(
-                "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body,"
-                " webhook_url, idempotency_key, created_at, updated_at)"
-                f" VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_JOB_COLUMNS}",
-                (
-                    job_id,
-                    sub.model,
-                    sub.name,
-                    sub.endpoint,
-                    sub.kind,
-                    int(sub.sync),
-                    int(sub.stream),
-                    sub.body,
-                    sub.webhook_url,
-                    sub.idempotency_key,
-                    ts,
-                    ts,
-                ),
-            ).fetchone()
-            job = _job(row)
-            self._insert_event(db, job, None, None, ts)
-            return job
-
-        return await self._write(insert, durable)
+    async def create_job(self, job: Job, durable: bool = True) -> Job:
+        """Insert a queued job (see jobs.new_job) and its first outbox event, atomically."""
+        return await self._write(lambda db: self._insert_job(db, job), durable)
 
     async def apply(self, change: Change, durable: bool = True) -> Job | None:
         """Persist one transition as a compare-and-swap plus its outbox event.
 
         Returns the updated job, or None when the job was no longer in `change.source`.
         """
+        return await self._write(lambda db: self._apply_change(db, change), durable)
+
+    async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> Job | None:
+        """Create `new` (if given) and apply `changes` in order, in one transaction: all or nothing.
+
+        Returns the job as the last change left it, or None (and nothing written) when any
+        compare-and-swap missed.
+        """
+
+        def batch(db: sqlite3.Connection) -> Job | None:
+            job = self._insert_job(db, new) if new is not None else None
+            for change in changes:
+                job = self._apply_change(db, change)
+                if job is None:
+                    raise _StaleBatch
+            return job
+
+        try:
+            return await self._write(batch, durable)
+        except _StaleBatch:
+            return None
+
+    def _insert_job(self, db: sqlite3.Connection, job: Job) -> Job:
+        values = {name: getattr(job, name) for name in _JOB_FIELDS if name != "seq"}
+        row = db.execute(
+            f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) RETURNING {_JOB_COLUMNS}",
+            tuple(values.values()),
+        ).fetchone()
+        created = _job(row)
+        self._insert_event(db, created, None, None, created.created_at)
+        return created
+
+    def _apply_change(self, db: sqlite3.Connection, change: Change) -> Job | None:
         unknown = set(change.fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
         assignments = "".join(f", {name} = ?" for name in change.fields)
-        sql = (
+        ts = now()
+        row = db.execute(
             f"UPDATE jobs SET state = ?, updated_at = ?{assignments}"
-            f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}"
+            f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}",
+            (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value),
+        ).fetchone()
+        if row is None:
+            return None
+        job = _job(row)
+        artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
+        db.executemany(
+            "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
+            [(job.id, a.name, a.content_type, a.data) for a in artifacts],
         )
-
-        def update(db: sqlite3.Connection) -> Job | None:
-            ts = now()
-            row = db.execute(
-                sql, (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value)
-            ).fetchone()
-            if row is None:
-                return None
-            job = _job(row)
-            artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
-            db.executemany(
-                "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
-                [(job.id, a.name, a.content_type, a.data) for a in artifacts],
-            )
-            self._insert_event(db, job, change.source, change, ts)
-            return job
-
-        return await self._write(update, durable)
+        self._insert_event(db, job, change.source, change, ts)
+        return job
 
     def _insert_event(
         self, db: sqlite3.Connection, job: Job, previous: State | None, change: Change | None, ts: float

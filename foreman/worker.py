@@ -24,7 +24,7 @@ from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, Job, keep_alive_value
 from foreman.poller import Poller
 from foreman.service import CallerGone, JobService, Running
 from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
-from statemachine import TERMINAL, JobFlow, State, Trigger
+from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,13 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        service.on_queued(self._wake.set)
+        self._waiting_on_empty_queue = False
+        self._offered: Job | None = None
+        # Whether the queue may hold runnable jobs the worker has not looked at. Everything
+        # that queues a job calls wake(), so an idle worker skips the database entirely.
+        self._stale = True
+        self._next_wakeup: float | None = None  # earliest not_before of a backed-off job
+        service.attach_worker(self.wake, self.offer)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
@@ -78,7 +84,7 @@ class Worker:
     async def stop(self, grace: float = 10.0) -> None:
         """Let the running job end within `grace` seconds, else cancel it (restart recovers it)."""
         self._stopping.set()
-        self._wake.set()
+        self.wake()
         if self._task is None:
             return
         done, _ = await asyncio.wait({self._task}, timeout=grace)
@@ -105,37 +111,65 @@ class Worker:
         if not self.poller.up:
             await _first(self.poller.wait_up(), self._stopping.wait())
             return False
-        self._wake.clear()  # before looking, so a submit during the look still wakes us
-        job = await self.service.store.next_queued(self.resident, now())
-        if job is None:
-            if idle_wait:
-                await self._idle()
+        if self._stale:
+            self._stale = False
+            self._wake.clear()  # before looking, so a wake() during the look is not lost
+            job = await self.service.store.next_queued(self.resident, now())
+            if job is not None:
+                self._stale = True  # there may be more
+                await self._run(job, new=False)
+                return True
+            self._next_wakeup = await self.service.store.next_wakeup()
+        if not idle_wait:
             return False
-        await self._run(job)
+        await self._idle()
+        offered, self._offered = self._offered, None
+        if offered is None:
+            return False
+        await self._run(offered, new=True)
+        return True
+
+    def wake(self) -> None:
+        """A job became queued (submitted, or re-queued)."""
+        self._stale = True
+        self._wake.set()
+
+    def offer(self, job: Job) -> bool:
+        """Take a new job at once if idle with nothing runnable queued (docs/adr/0012).
+
+        True means the worker now owns it: it will create the job itself, in the same
+        commit as its first transitions, while its request already travels to the target.
+        """
+        if not self._waiting_on_empty_queue or self._wake.is_set() or self._stale or not self.poller.up:
+            return False
+        self._offered = job
+        self._wake.set()
         return True
 
     async def _idle(self) -> None:
-        wakeup = await self.service.store.next_wakeup()
-        timeout = None if wakeup is None else max(0.0, wakeup - now())
+        timeout = None if self._next_wakeup is None else max(0.0, self._next_wakeup - now())
+        self._waiting_on_empty_queue = True
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
-            pass
+            self._stale = True  # a backed-off job is due
+        finally:
+            self._waiting_on_empty_queue = False
+            self._wake.clear()  # consumed: _stale and _offered carry what it meant
 
     # --- one job -----------------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, new: bool) -> None:
+        """Run one job; `new`: offered straight to the worker, not in the database yet."""
         flow = JobFlow(job.id, State.QUEUED, self.service)
         caller = self.service.caller(job.id)
         if job.sync and caller is None:
             await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone", "finished_at": now()})
             return
-        if not await flow.move(Trigger.LOAD, fields={"started_at": now()}):
-            return
         run = Running(job=job, flow=flow, caller=caller)
         self.service.running = run
         try:
-            await self._execute(run)
+            await self._execute(run, new)
         except TargetUnreachable as exc:
             await self._target_unreachable(run, str(exc))
         except TargetBroken as exc:
@@ -158,16 +192,24 @@ class Worker:
             if flow.current in TERMINAL:
                 self.service.detach(job.id)
 
-    async def _execute(self, run: Running) -> None:
+    async def _execute(self, run: Running, new: bool) -> None:
         job = run.job
         load_duration = None
         swapped = job.kind != KIND_UNLOAD and self.resident != job.model
+        # `loading` and `working` are staged and committed together (with the job itself when
+        # `new`), unless a model load must happen between them (docs/adr/0012).
+        batch: list[Change] = []
+        if not await run.flow.move(Trigger.LOAD, fields={"started_at": now()}, batch=batch):
+            return
         if job.kind == KIND_GENERATE and swapped:
+            if not await self.service.commit(job if new else None, batch):
+                raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
+            new, batch = False, []
             load_duration = await self._load(run)
         self._check_cancelled(run)
-        # `working` commits while the request travels; no byte reaches the caller before it has.
-        fields = {"swapped": int(swapped), "load_duration": load_duration}
-        working = asyncio.ensure_future(run.flow.move(Trigger.WORK, fields=fields))
+        await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped), "load_duration": load_duration}, batch=batch)
+        # The commit runs while the request travels; no byte reaches the caller before it is done.
+        working = asyncio.ensure_future(self.service.commit(job if new else None, batch))
         try:
             raw = await self._forward(run, working)
         finally:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from foreman.clock import new_id
+from foreman.clock import new_id, now
 from foreman.events import build_event
-from foreman.jobs import CHAT, Job, parse_submission
+from foreman.jobs import CHAT, Job, new_job, parse_submission
 from foreman.schema import SCHEMA_VERSION
 from foreman.store import Store
 from statemachine import Change, JobFlow, State, Trigger
@@ -20,9 +20,9 @@ from statemachine import Change, JobFlow, State, Trigger
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def submission(model: str = "llama3.2", sync: bool = False) -> Any:
+def queued(model: str = "llama3.2", sync: bool = False) -> Job:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
-    return parse_submission(CHAT, body, sync=sync)
+    return new_job(parse_submission(CHAT, body, sync=sync), new_id(), now())
 
 
 class StoreSink:
@@ -53,7 +53,7 @@ async def test_pragmas_and_schema_version(store: Store, tmp_path: Path) -> None:
 async def test_reopen_does_not_migrate_again(tmp_path: Path) -> None:
     path = str(tmp_path / "t.db")
     first = await Store.open(path, build_event)
-    job = await first.create_job(submission(), new_id())
+    job = await first.create_job(queued())
     await first.close()
     await first.close()  # idempotent
     second = await Store.open(path, build_event)
@@ -62,7 +62,7 @@ async def test_reopen_does_not_migrate_again(tmp_path: Path) -> None:
 
 
 async def test_each_transition_writes_its_event_in_the_same_transaction(store: Store) -> None:
-    job = await store.create_job(submission(), new_id())
+    job = await store.create_job(queued())
     flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
     for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
         assert await flow.move(trigger)
@@ -77,7 +77,7 @@ async def test_each_transition_writes_its_event_in_the_same_transaction(store: S
 
 
 async def test_a_failed_event_write_rolls_the_state_change_back(store: Store) -> None:
-    job = await store.create_job(submission(), new_id())
+    job = await store.create_job(queued())
     flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
     assert await flow.move(Trigger.LOAD)
 
@@ -93,7 +93,7 @@ async def test_a_failed_event_write_rolls_the_state_change_back(store: Store) ->
 
 
 async def test_compare_and_swap_refuses_a_stale_source(store: Store) -> None:
-    job = await store.create_job(submission(), new_id())
+    job = await store.create_job(queued())
     sink = StoreSink(store)
     assert await JobFlow(job.id, State.QUEUED, sink).move(Trigger.CANCEL)
     late = JobFlow(job.id, State.QUEUED, sink)  # an actor that still believes it is queued
@@ -103,7 +103,7 @@ async def test_compare_and_swap_refuses_a_stale_source(store: Store) -> None:
 
 async def test_concurrent_transitions_do_not_share_a_transaction(store: Store) -> None:
     """Half the transitions fail while building their event; only those roll back."""
-    jobs = [await store.create_job(submission(), new_id()) for _ in range(20)]
+    jobs = [await store.create_job(queued()) for _ in range(20)]
     doomed = {job.id for job in jobs[1::2]}
 
     def build(job: Job, *args: Any) -> dict[str, Any]:
@@ -124,16 +124,16 @@ async def test_concurrent_transitions_do_not_share_a_transaction(store: Store) -
 
 
 async def test_next_job_drains_the_resident_model_first(store: Store) -> None:
-    a1 = await store.create_job(submission("a"), new_id())
-    b1 = await store.create_job(submission("b"), new_id())
-    await store.create_job(submission("a"), new_id())
+    a1 = await store.create_job(queued("a"))
+    b1 = await store.create_job(queued("b"))
+    await store.create_job(queued("a"))
     assert (await store.next_queued(None, 1e12)).id == a1.id  # type: ignore[union-attr]
     assert (await store.next_queued("b:latest", 1e12)).id == b1.id  # type: ignore[union-attr]
     assert (await store.next_queued("c:latest", 1e12)).id == a1.id  # type: ignore[union-attr]
 
 
 async def test_backed_off_jobs_wait(store: Store) -> None:
-    job = await store.create_job(submission(), new_id())
+    job = await store.create_job(queued())
     flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
     await flow.move(Trigger.LOAD)
     await flow.move(Trigger.REQUEUE, fields={"attempt": 2, "not_before": 5000.0})

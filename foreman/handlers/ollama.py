@@ -49,10 +49,9 @@ class GenerationHandler(BaseHandler):
         await self._check_model(sub)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
         self._caller = caller
-        job = await services.jobs.submit(sub, caller)
-        self._job_id = job.id
+        self._job_id = await services.jobs.submit(sub, caller)
         if caller.gone:
-            await services.jobs.cancel(job.id, "the client disconnected")
+            await services.jobs.cancel(self._job_id, "the client disconnected")
         await caller.done
 
     async def _check_model(self, sub: Submission) -> None:
