@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from foreman.clock import iso
-from foreman.jobs import Job
 from statemachine import Change, State
 
 
-def build_event(job: Job, event_id: str, previous: State | None, change: Change | None, ts: float) -> dict[str, Any]:
-    """Built inside the transition's transaction, from the job as the transition left it."""
+class EventSource(NamedTuple):
+    """The columns of a job an event is built from, as the transition left them."""
+
+    id: str
+    state: str
+    model: str
+    attempt: int
+    error: str | None
+    webhook_url: str | None
+
+
+def build_event(
+    job: EventSource, event_id: str, previous: State | None, change: Change | None, ts: float
+) -> dict[str, Any]:
+    """Built inside the transition's transaction. Without a webhook URL the event is history
+    only, so a `done` event does not repeat the result and artifacts stored beside it."""
     event: dict[str, Any] = {
         "event_id": event_id,
         "job_id": job.id,
@@ -21,7 +34,7 @@ def build_event(job: Job, event_id: str, previous: State | None, change: Change 
         "attempt": job.attempt,
     }
     extra = change.extra if change else {}
-    if job.state == State.DONE.value:
+    if job.state == State.DONE.value and job.webhook_url:
         event["result"] = extra.get("result")
         event["artifacts"] = extra.get("artifact_refs", [])
     elif job.state in (State.FAILED.value, State.CANCELLED.value):

@@ -37,7 +37,6 @@ MIGRATIONS: tuple[str, ...] = (
     -- Picking the next job reads only queued rows, in arrival order, overall or for one model.
     CREATE INDEX jobs_queued ON jobs(seq) WHERE state = 'queued';
     CREATE INDEX jobs_queued_model ON jobs(model, seq) WHERE state = 'queued';
-    CREATE INDEX jobs_state_finished ON jobs(state, finished_at);
 
     CREATE TABLE artifacts (
         job_id       TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -49,7 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE TABLE events (
         seq             INTEGER PRIMARY KEY,  -- delivery order
-        id              TEXT NOT NULL UNIQUE, -- event_id, also the webhook-id header
+        id              TEXT NOT NULL,        -- event_id (a ULID), also the webhook-id header
         job_id          TEXT NOT NULL,
         state           TEXT NOT NULL,
         previous_state  TEXT,

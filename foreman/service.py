@@ -18,15 +18,15 @@ from foreman.clock import new_id, now
 from foreman.jobs import Job, Submission, new_job
 from foreman.store import Store
 from foreman.target import Exchange
-from statemachine import TERMINAL, Change, JobFlow, State, Trigger
+from statemachine import TERMINAL, Change, JobFlow, Lifecycle, State, Trigger
 
 log = logging.getLogger(__name__)
 
 
 def _visible(change: Change) -> bool:
-    """Whether anyone outside foreman may see this state before a later fsync: then its
-    commit is fsynced itself. `loading` is always followed by `working`, which is (ADR 0011)."""
-    return change.dest is not State.LOADING
+    """Whether this transition reports an outcome, so must survive a power loss before anyone
+    hears of it. Other commits survive a crash of foreman and ride on the next fsync (ADR 0011)."""
+    return change.dest in TERMINAL
 
 
 class CallerGone(Exception):
@@ -86,6 +86,7 @@ class Running:
 class JobService:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.lifecycle = Lifecycle(self)
         self.running: Running | None = None
         self._callers: dict[str, Caller] = {}
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -104,12 +105,12 @@ class JobService:
     # --- Sink ------------------------------------------------------------------------------
 
     async def persist(self, change: Change) -> bool:
-        return await self.store.apply(change, durable=_visible(change)) is not None
+        return await self.store.apply(change, durable=_visible(change))
 
     async def commit(self, new: Job | None, batch: list[Change]) -> bool:
         """Commit a worker's staged transitions (and the job itself when `new`): all or nothing."""
         durable = any(_visible(c) for c in batch) or (new is not None and not new.sync)
-        return await self.store.apply_batch(new, batch, durable) is not None
+        return await self.store.apply_batch(new, batch, durable)
 
     def notify(self, change: Change) -> None:
         log.info("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
@@ -133,8 +134,8 @@ class JobService:
         if self._offer(job):
             return job.id
         try:
-            # A synchronous job is first seen by its caller with `working` (fsynced) or its end;
-            # after a power loss before that, restart would fail it anyway (docs/adr/0011).
+            # A synchronous job reports nothing before its end (fsynced); after a power loss
+            # before that, restart would fail it anyway (docs/adr/0011).
             await self.store.create_job(job, durable=not sub.sync)
         except BaseException:
             self._callers.pop(job.id, None)
@@ -167,9 +168,9 @@ class JobService:
         if job is None or State(job.state) in TERMINAL:
             return job
         if job.state == State.QUEUED.value:
-            flow = JobFlow(job.id, State.QUEUED, self)
-            if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
-                return await self.store.get_job(job_id)
+            with self.lifecycle.flow(job.id, State.QUEUED) as flow:
+                if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
+                    return await self.store.get_job(job_id)
         running = self.running  # the worker took it meanwhile
         if running is not None and running.job.id == job_id:
             running.cancel(reason)
@@ -201,9 +202,9 @@ class JobService:
         """
         stranded = await self.store.jobs_in((State.QUEUED, State.LOADING, State.WORKING))
         for job in stranded:
-            flow = JobFlow(job.id, job.state, self)
-            if job.sync:
-                await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart", "finished_at": now()})
-            elif job.state != State.QUEUED.value:
-                await flow.move(Trigger.REQUEUE, fields={"attempt": job.attempt + 1})
-            log.info("job=%s recovered after restart: %s", job.id, flow.state)
+            with self.lifecycle.flow(job.id, job.state) as flow:
+                if job.sync:
+                    await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart", "finished_at": now()})
+                elif job.state != State.QUEUED.value:
+                    await flow.move(Trigger.REQUEUE, fields={"attempt": job.attempt + 1})
+                log.info("job=%s recovered after restart: %s", job.id, flow.state)

@@ -17,11 +17,13 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from foreman.clock import new_id, now
+from foreman.events import EventSource
 from foreman.jobs import Job
 from foreman.schema import MIGRATIONS, SCHEMA_VERSION
 from statemachine import Change, State
@@ -46,7 +48,14 @@ _UPDATABLE = frozenset(
 )
 
 # Builds the webhook/outbox payload of a transition from the job as updated.
-EventBuilder = Callable[[Job, str, "State | None", Change | None, float], dict[str, Any]]
+EventBuilder = Callable[[EventSource, str, "State | None", Change | None, float], dict[str, Any]]
+_EVENT_SOURCE = ", ".join(EventSource._fields)
+_job_values = attrgetter(*_JOB_FIELDS[1:])  # every column but seq, in order (astuple deep-copies)
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_FIELDS[1:])}) VALUES ({', '.join('?' * (len(_JOB_FIELDS) - 1))})"
+_INSERT_EVENT = (
+    "INSERT INTO events (id, job_id, state, previous_state, payload, created_at, webhook_url)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class _StaleBatch(Exception):
@@ -157,48 +166,42 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, durable: bool = True) -> Job:
+    async def create_job(self, job: Job, durable: bool = True) -> None:
         """Insert a queued job (see jobs.new_job) and its first outbox event, atomically."""
-        return await self._write(lambda db: self._insert_job(db, job), durable)
+        await self._write(lambda db: self._insert_job(db, job), durable)
 
-    async def apply(self, change: Change, durable: bool = True) -> Job | None:
+    async def apply(self, change: Change, durable: bool = True) -> bool:
         """Persist one transition as a compare-and-swap plus its outbox event.
 
-        Returns the updated job, or None when the job was no longer in `change.source`.
+        False when the job was no longer in `change.source` (nothing written).
         """
         return await self._write(lambda db: self._apply_change(db, change), durable)
 
-    async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> Job | None:
+    async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> bool:
         """Create `new` (if given) and apply `changes` in order, in one transaction: all or nothing.
 
-        Returns the job as the last change left it, or None (and nothing written) when any
-        compare-and-swap missed.
+        False (and nothing written) when any compare-and-swap missed.
         """
 
-        def batch(db: sqlite3.Connection) -> Job | None:
-            job = self._insert_job(db, new) if new is not None else None
+        def batch(db: sqlite3.Connection) -> bool:
+            if new is not None:
+                self._insert_job(db, new)
             for change in changes:
-                job = self._apply_change(db, change)
-                if job is None:
+                if not self._apply_change(db, change):
                     raise _StaleBatch
-            return job
+            return True
 
         try:
             return await self._write(batch, durable)
         except _StaleBatch:
-            return None
+            return False
 
-    def _insert_job(self, db: sqlite3.Connection, job: Job) -> Job:
-        values = {name: getattr(job, name) for name in _JOB_FIELDS if name != "seq"}
-        row = db.execute(
-            f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) RETURNING {_JOB_COLUMNS}",
-            tuple(values.values()),
-        ).fetchone()
-        created = _job(row)
-        self._insert_event(db, created, None, None, created.created_at)
-        return created
+    def _insert_job(self, db: sqlite3.Connection, job: Job) -> None:
+        db.execute(_INSERT_JOB, _job_values(job))
+        source = EventSource(job.id, job.state, job.model, job.attempt, job.error, job.webhook_url)
+        self._insert_event(db, source, None, None, job.created_at)
 
-    def _apply_change(self, db: sqlite3.Connection, change: Change) -> Job | None:
+    def _apply_change(self, db: sqlite3.Connection, change: Change) -> bool:
         unknown = set(change.fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
@@ -206,38 +209,27 @@ class Store:
         ts = now()
         row = db.execute(
             f"UPDATE jobs SET state = ?, updated_at = ?{assignments}"
-            f" WHERE id = ? AND state = ? RETURNING {_JOB_COLUMNS}",
+            f" WHERE id = ? AND state = ? RETURNING {_EVENT_SOURCE}",
             (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value),
         ).fetchone()
         if row is None:
-            return None
-        job = _job(row)
+            return False
         artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
         db.executemany(
             "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
-            [(job.id, a.name, a.content_type, a.data) for a in artifacts],
+            [(change.job_id, a.name, a.content_type, a.data) for a in artifacts],
         )
-        self._insert_event(db, job, change.source, change, ts)
-        return job
+        self._insert_event(db, EventSource(*row), change.source, change, ts)
+        return True
 
     def _insert_event(
-        self, db: sqlite3.Connection, job: Job, previous: State | None, change: Change | None, ts: float
+        self, db: sqlite3.Connection, job: EventSource, previous: State | None, change: Change | None, ts: float
     ) -> None:
         event_id = new_id()
         payload = self._build_event(job, event_id, previous, change, ts)
-        db.execute(
-            "INSERT INTO events (id, job_id, state, previous_state, payload, created_at, webhook_url)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                event_id,
-                job.id,
-                job.state,
-                previous.value if previous else None,
-                json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
-                ts,
-                job.webhook_url,
-            ),
-        )
+        previous_state = previous.value if previous else None
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        db.execute(_INSERT_EVENT, (event_id, job.id, job.state, previous_state, data, ts, job.webhook_url))
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._reader.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))

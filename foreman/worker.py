@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from foreman.assemble import Outcome, artifact_refs, assemble
@@ -161,7 +161,10 @@ class Worker:
 
     async def _run(self, job: Job, new: bool) -> None:
         """Run one job; `new`: offered straight to the worker, not in the database yet."""
-        flow = JobFlow(job.id, State.QUEUED, self.service)
+        with self.service.lifecycle.flow(job.id, State.QUEUED) as flow:
+            await self._drive(job, flow, new)
+
+    async def _drive(self, job: Job, flow: JobFlow, new: bool) -> None:
         caller = self.service.caller(job.id)
         if job.sync and caller is None:
             await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone", "finished_at": now()})
@@ -196,20 +199,17 @@ class Worker:
         job = run.job
         load_duration = None
         swapped = job.kind != KIND_UNLOAD and self.resident != job.model
-        # `loading` and `working` are staged and committed together (with the job itself when
-        # `new`), unless a model load must happen between them (docs/adr/0012).
-        batch: list[Change] = []
-        if not await run.flow.move(Trigger.LOAD, fields={"started_at": now()}, batch=batch):
-            return
+        steps: list[tuple[Trigger, Mapping[str, Any]]] = [(Trigger.LOAD, {"started_at": now()})]
         if job.kind == KIND_GENERATE and swapped:
-            if not await self.service.commit(job if new else None, batch):
+            # A model load happens between `loading` and `working`: they commit apart.
+            if not await self._record(run, job if new else None, steps):
                 raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
-            new, batch = False, []
+            new, steps = False, []
             load_duration = await self._load(run)
-        self._check_cancelled(run)
-        await run.flow.move(Trigger.WORK, fields={"swapped": int(swapped), "load_duration": load_duration}, batch=batch)
-        # The commit runs while the request travels; no byte reaches the caller before it is done.
-        working = asyncio.ensure_future(self.service.commit(job if new else None, batch))
+            self._check_cancelled(run)
+        steps.append((Trigger.WORK, {"swapped": int(swapped), "load_duration": load_duration}))
+        # Recorded while the request travels; no byte reaches the caller before it is committed.
+        working = asyncio.ensure_future(self._record(run, job if new else None, steps))
         try:
             raw = await self._forward(run, working)
         finally:
@@ -226,6 +226,15 @@ class Worker:
             await self._finish(run, outcome)
         if run.caller is not None:
             self._answer(run, 200, raw)
+
+    async def _record(self, run: Running, new: Job | None, steps: list[tuple[Trigger, Mapping[str, Any]]]) -> bool:
+        """Stage `steps` on the job's machine and commit them (with the job itself when `new`)
+        as one transaction (docs/adr/0012). False when the job had moved on (cancelled)."""
+        batch: list[Change] = []
+        for trigger, fields in steps:
+            if not await run.flow.move(trigger, fields=fields, batch=batch):
+                return False
+        return await self.service.commit(new, batch)
 
     async def _load(self, run: Running) -> int | None:
         """Make the job's model resident with a load-only request on the job's own endpoint."""

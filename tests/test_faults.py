@@ -138,15 +138,17 @@ async def test_kill_9_with_queued_sync_jobs(
     sim.token_delay = 0.05
     body = {"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 200}}
     callers = [asyncio.ensure_future(post_chat(http, url, body)) for _ in range(3)]
-    await sim.wait_for(lambda: any(r.kind == "chat" for r in sim.requests))
-    await until(lambda: len(read_db(db_path, "SELECT id FROM jobs")) == 3)
+
+    def states() -> list[str]:
+        return sorted(state for (state,) in read_db(db_path, "SELECT state FROM jobs"))
+
+    await until(lambda: states() == ["queued", "queued", "working"])
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for caller in callers:
         with contextlib.suppress(aiohttp.ClientError):
             await caller
-    before = [state for (state,) in read_db(db_path, "SELECT state FROM jobs ORDER BY seq")]
-    assert before == ["working", "queued", "queued"]
+    assert states() == ["queued", "queued", "working"]
 
     foreman_process(sim.url, port)
     await wait_healthy(http, url)

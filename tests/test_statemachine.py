@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import statemachine
-from statemachine import TRANSITIONS, Change, JobFlow, State, Trigger
+from statemachine import TRANSITIONS, Change, Lifecycle, State, Trigger
 from statemachine.table import mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +37,10 @@ def test_the_package_is_ours_not_python_statemachine() -> None:
 
 async def test_happy_path_persists_then_notifies_each_transition() -> None:
     sink = MemorySink()
-    flow = JobFlow("j1", State.QUEUED, sink)
-    for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
-        assert await flow.move(trigger, fields={"attempt": 1})
-    assert flow.current is State.DONE
+    with Lifecycle(sink).flow("j1", State.QUEUED) as flow:
+        for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
+            assert await flow.move(trigger, fields={"attempt": 1})
+        assert flow.current is State.DONE
     assert [(c.source, c.dest) for c in sink.persisted] == [
         (State.QUEUED, State.LOADING),
         (State.LOADING, State.WORKING),
@@ -52,27 +52,27 @@ async def test_happy_path_persists_then_notifies_each_transition() -> None:
 
 async def test_illegal_transition_is_refused_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     sink = MemorySink()
-    flow = JobFlow("j2", State.QUEUED, sink)
-    with caplog.at_level(logging.ERROR, logger="statemachine"):
+    with Lifecycle(sink).flow("j2", State.QUEUED) as flow, caplog.at_level(logging.ERROR, logger="statemachine"):
         assert not await flow.move(Trigger.FINISH)
-    assert flow.current is State.QUEUED
+        assert flow.current is State.QUEUED
     assert sink.persisted == []
     assert "illegal transition refused" in caplog.text and "j2" in caplog.text
 
 
 async def test_terminal_states_accept_nothing() -> None:
+    lifecycle = Lifecycle(MemorySink())
     for state in (State.DONE, State.FAILED, State.CANCELLED):
-        flow = JobFlow("j", state, MemorySink())
-        for trigger in Trigger:
-            assert not await flow.move(trigger)
-            assert flow.current is state
+        with lifecycle.flow("j", state) as flow:
+            for trigger in Trigger:
+                assert not await flow.move(trigger)
+                assert flow.current is state
 
 
 async def test_a_refused_persist_leaves_the_state_alone() -> None:
     sink = MemorySink(refuse=True)
-    flow = JobFlow("j3", State.QUEUED, sink)
-    assert not await flow.move(Trigger.CANCEL)
-    assert flow.current is State.QUEUED
+    with Lifecycle(sink).flow("j3", State.QUEUED) as flow:
+        assert not await flow.move(Trigger.CANCEL)
+        assert flow.current is State.QUEUED
     assert sink.notified == []
 
 
@@ -85,13 +85,32 @@ async def test_cancellation_inside_a_trigger_is_not_swallowed() -> None:
             await asyncio.sleep(10)
             return True
 
-    flow = JobFlow("j4", State.QUEUED, SlowSink())
-    task = asyncio.ensure_future(flow.move(Trigger.LOAD))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert flow.current is State.QUEUED
+    with Lifecycle(SlowSink()).flow("j4", State.QUEUED) as flow:
+        task = asyncio.ensure_future(flow.move(Trigger.LOAD))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert flow.current is State.QUEUED
+
+
+async def test_staged_transitions_wait_for_their_batch() -> None:
+    sink = MemorySink()
+    batch: list[Change] = []
+    with Lifecycle(sink).flow("j5", State.QUEUED) as flow:
+        assert await flow.move(Trigger.LOAD, batch=batch)
+        assert await flow.move(Trigger.WORK, batch=batch)
+        assert flow.current is State.WORKING
+    assert sink.persisted == []  # the caller commits the batch itself
+    assert [(c.source, c.dest) for c in batch] == [(State.QUEUED, State.LOADING), (State.LOADING, State.WORKING)]
+
+
+async def test_many_jobs_share_one_machine_and_leave_it() -> None:
+    lifecycle = Lifecycle(MemorySink())
+    for i in range(100):
+        with lifecycle.flow(f"j{i}", State.QUEUED) as flow:
+            assert await flow.move(Trigger.LOAD)
+    assert lifecycle._machine.models == []
 
 
 def test_table_matches_the_contract() -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from foreman.clock import new_id, now
-from foreman.events import build_event
+from foreman.events import EventSource, build_event
 from foreman.jobs import CHAT, Job, new_job, parse_submission
 from foreman.schema import SCHEMA_VERSION
 from foreman.store import Store
-from statemachine import Change, JobFlow, State, Trigger
+from statemachine import Change, Lifecycle, State, Trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,12 +25,18 @@ def queued(model: str = "llama3.2", sync: bool = False) -> Job:
     return new_job(parse_submission(CHAT, body, sync=sync), new_id(), now())
 
 
+async def add(store: Store, model: str = "llama3.2") -> Job:
+    job = queued(model)
+    await store.create_job(job)
+    return job
+
+
 class StoreSink:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def persist(self, change: Change) -> bool:
-        return await self.store.apply(change) is not None
+        return await self.store.apply(change)
 
     def notify(self, change: Change) -> None:
         pass
@@ -53,19 +59,20 @@ async def test_pragmas_and_schema_version(store: Store, tmp_path: Path) -> None:
 async def test_reopen_does_not_migrate_again(tmp_path: Path) -> None:
     path = str(tmp_path / "t.db")
     first = await Store.open(path, build_event)
-    job = await first.create_job(queued())
+    job = await add(first)
     await first.close()
     await first.close()  # idempotent
     second = await Store.open(path, build_event)
-    assert (await second.get_job(job.id)) == job
+    again = await second.get_job(job.id)
+    assert again is not None and again.id == job.id and again.body == job.body and again.seq == 1
     await second.close()
 
 
 async def test_each_transition_writes_its_event_in_the_same_transaction(store: Store) -> None:
-    job = await store.create_job(queued())
-    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
-    for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
-        assert await flow.move(trigger)
+    job = await add(store)
+    with Lifecycle(StoreSink(store)).flow(job.id, State.QUEUED) as flow:
+        for trigger in (Trigger.LOAD, Trigger.WORK, Trigger.FINISH):
+            assert await flow.move(trigger)
     events = await store.events(job.id)
     assert [(e["previous_state"], e["state"]) for e in events] == [
         (None, "queued"),
@@ -77,45 +84,49 @@ async def test_each_transition_writes_its_event_in_the_same_transaction(store: S
 
 
 async def test_a_failed_event_write_rolls_the_state_change_back(store: Store) -> None:
-    job = await store.create_job(queued())
-    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
-    assert await flow.move(Trigger.LOAD)
+    job = await add(store)
+    with Lifecycle(StoreSink(store)).flow(job.id, State.QUEUED) as flow:
+        assert await flow.move(Trigger.LOAD)
 
-    def broken(*args: Any) -> dict[str, Any]:
-        raise RuntimeError("event could not be built")
+        def broken(*args: Any) -> dict[str, Any]:
+            raise RuntimeError("event could not be built")
 
-    store._build_event = broken
-    with pytest.raises(RuntimeError):
-        await flow.move(Trigger.WORK)
+        store._build_event = broken
+        with pytest.raises(RuntimeError):
+            await flow.move(Trigger.WORK)
+        assert flow.current is State.LOADING
     assert (await store.get_job(job.id)).state == "loading"  # type: ignore[union-attr]
     assert len(await store.events(job.id)) == 2
-    assert flow.current is State.LOADING
 
 
 async def test_compare_and_swap_refuses_a_stale_source(store: Store) -> None:
-    job = await store.create_job(queued())
-    sink = StoreSink(store)
-    assert await JobFlow(job.id, State.QUEUED, sink).move(Trigger.CANCEL)
-    late = JobFlow(job.id, State.QUEUED, sink)  # an actor that still believes it is queued
-    assert not await late.move(Trigger.LOAD)
+    job = await add(store)
+    lifecycle = Lifecycle(StoreSink(store))
+    with lifecycle.flow(job.id, State.QUEUED) as handler:
+        assert await handler.move(Trigger.CANCEL)
+    with lifecycle.flow(job.id, State.QUEUED) as late:  # an actor that still believes it is queued
+        assert not await late.move(Trigger.LOAD)
     assert (await store.get_job(job.id)).state == "cancelled"  # type: ignore[union-attr]
 
 
 async def test_concurrent_transitions_do_not_share_a_transaction(store: Store) -> None:
     """Half the transitions fail while building their event; only those roll back."""
-    jobs = [await store.create_job(queued()) for _ in range(20)]
+    jobs = [await add(store) for _ in range(20)]
     doomed = {job.id for job in jobs[1::2]}
 
-    def build(job: Job, *args: Any) -> dict[str, Any]:
+    def build(job: EventSource, *args: Any) -> dict[str, Any]:
         if job.id in doomed:
             raise ValueError("rolled back")
         return build_event(job, *args)
 
     store._build_event = build
-    sink = StoreSink(store)
-    results = await asyncio.gather(
-        *(JobFlow(j.id, State.QUEUED, sink).move(Trigger.LOAD) for j in jobs), return_exceptions=True
-    )
+    lifecycle = Lifecycle(StoreSink(store))
+
+    async def load(job: Job) -> bool:
+        with lifecycle.flow(job.id, State.QUEUED) as flow:
+            return await flow.move(Trigger.LOAD)
+
+    results = await asyncio.gather(*(load(j) for j in jobs), return_exceptions=True)
     assert [isinstance(r, ValueError) for r in results] == [j.id in doomed for j in jobs]
     states = [(await store.get_job(j.id)) for j in jobs]
     assert [s.state for s in states if s] == ["queued" if j.id in doomed else "loading" for j in jobs]
@@ -124,19 +135,19 @@ async def test_concurrent_transitions_do_not_share_a_transaction(store: Store) -
 
 
 async def test_next_job_drains_the_resident_model_first(store: Store) -> None:
-    a1 = await store.create_job(queued("a"))
-    b1 = await store.create_job(queued("b"))
-    await store.create_job(queued("a"))
+    a1 = await add(store, "a")
+    b1 = await add(store, "b")
+    await add(store, "a")
     assert (await store.next_queued(None, 1e12)).id == a1.id  # type: ignore[union-attr]
     assert (await store.next_queued("b:latest", 1e12)).id == b1.id  # type: ignore[union-attr]
     assert (await store.next_queued("c:latest", 1e12)).id == a1.id  # type: ignore[union-attr]
 
 
 async def test_backed_off_jobs_wait(store: Store) -> None:
-    job = await store.create_job(queued())
-    flow = JobFlow(job.id, State.QUEUED, StoreSink(store))
-    await flow.move(Trigger.LOAD)
-    await flow.move(Trigger.REQUEUE, fields={"attempt": 2, "not_before": 5000.0})
+    job = await add(store)
+    with Lifecycle(StoreSink(store)).flow(job.id, State.QUEUED) as flow:
+        await flow.move(Trigger.LOAD)
+        await flow.move(Trigger.REQUEUE, fields={"attempt": 2, "not_before": 5000.0})
     assert await store.next_queued(None, 4999.0) is None
     assert (await store.next_queued(None, 5000.0)).attempt == 2  # type: ignore[union-attr]
     assert await store.next_wakeup() == 5000.0
