@@ -21,7 +21,7 @@ MIGRATIONS: tuple[str, ...] = (
         stream        INTEGER NOT NULL,      -- the caller asked for a stream
         body          BLOB NOT NULL,         -- request bytes, forwarded unchanged
         webhook_url   TEXT,
-        idempotency_key TEXT UNIQUE,
+        idempotency_key TEXT,
         attempt       INTEGER NOT NULL DEFAULT 1,
         not_before    REAL NOT NULL DEFAULT 0,  -- re-queue backoff: not picked before this time
         created_at    REAL NOT NULL,
@@ -37,6 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
     -- Picking the next job reads only queued rows, in arrival order, overall or for one model.
     CREATE INDEX jobs_queued ON jobs(seq) WHERE state = 'queued';
     CREATE INDEX jobs_queued_model ON jobs(model, seq) WHERE state = 'queued';
+    CREATE UNIQUE INDEX jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
 
     CREATE TABLE artifacts (
         job_id       TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,

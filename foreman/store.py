@@ -16,7 +16,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -130,7 +130,7 @@ class Store:
 
         `durable=False` commits without an fsync of its own (synchronous=NORMAL): the commit
         survives a crash of foreman, and becomes power-loss durable with the next durable
-        commit. Only for states nobody outside foreman has seen yet (docs/adr/0011).
+        commit. Only for commits that report no outcome (docs/adr/0011).
         """
 
         def transaction() -> T:
@@ -185,7 +185,8 @@ class Store:
 
         def batch(db: sqlite3.Connection) -> bool:
             if new is not None:
-                self._insert_job(db, new)
+                self._insert_folded(db, new, changes)
+                return True
             for change in changes:
                 if not self._apply_change(db, change):
                     raise _StaleBatch
@@ -197,9 +198,33 @@ class Store:
             return False
 
     def _insert_job(self, db: sqlite3.Connection, job: Job) -> None:
+        self._insert_folded(db, job, ())
+
+    def _insert_folded(self, db: sqlite3.Connection, new: Job, changes: Sequence[Change]) -> None:
+        """Insert a new job as `changes` leave it, with one event per state it passed through.
+
+        Nobody else can have moved a job that is not in the database yet, so its transitions
+        fold into one insert instead of an insert and an update each.
+        """
+        job = new
+        events: list[tuple[Job, State | None, Change | None, float]] = [(job, None, None, job.created_at)]
+        for change in changes:
+            unknown = set(change.fields) - _UPDATABLE
+            if unknown:
+                raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
+            if change.job_id != job.id or change.source.value != job.state:
+                raise _StaleBatch
+            ts = now()
+            job = replace(job, state=change.dest.value, updated_at=ts, **change.fields)
+            events.append((job, change.source, change, ts))
         db.execute(_INSERT_JOB, _job_values(job))
-        source = EventSource(job.id, job.state, job.model, job.attempt, job.error, job.webhook_url)
-        self._insert_event(db, source, None, None, job.created_at)
+        for change in changes:
+            self._insert_artifacts(db, change)
+        rows = []
+        for state, previous, by, ts in events:
+            source = EventSource(state.id, state.state, state.model, state.attempt, state.error, state.webhook_url)
+            rows.append(self._event_row(source, previous, by, ts))
+        db.executemany(_INSERT_EVENT, rows)
 
     def _apply_change(self, db: sqlite3.Connection, change: Change) -> bool:
         unknown = set(change.fields) - _UPDATABLE
@@ -214,22 +239,25 @@ class Store:
         ).fetchone()
         if row is None:
             return False
+        self._insert_artifacts(db, change)
+        db.execute(_INSERT_EVENT, self._event_row(EventSource(*row), change.source, change, ts))
+        return True
+
+    @staticmethod
+    def _insert_artifacts(db: sqlite3.Connection, change: Change) -> None:
         artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
         db.executemany(
             "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
             [(change.job_id, a.name, a.content_type, a.data) for a in artifacts],
         )
-        self._insert_event(db, EventSource(*row), change.source, change, ts)
-        return True
 
-    def _insert_event(
-        self, db: sqlite3.Connection, job: EventSource, previous: State | None, change: Change | None, ts: float
-    ) -> None:
+    def _event_row(
+        self, job: EventSource, previous: State | None, change: Change | None, ts: float
+    ) -> tuple[str, str, str, str | None, bytes, float, str | None]:
         event_id = new_id()
         payload = self._build_event(job, event_id, previous, change, ts)
-        previous_state = previous.value if previous else None
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        db.execute(_INSERT_EVENT, (event_id, job.id, job.state, previous_state, data, ts, job.webhook_url))
+        return (event_id, job.id, job.state, previous.value if previous else None, data, ts, job.webhook_url)
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._reader.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
