@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from tornado.web import Application
+from tornado.log import access_log
+from tornado.web import Application, RequestHandler
 
 from foreman.handlers.base import NotFoundHandler
 from foreman.handlers.health import HealthHandler
@@ -27,4 +29,21 @@ def make_app(services: Services) -> Application:
         default_handler_args=deps,
         compress_response=False,  # Ollama never compresses
         serve_traceback=False,
+        log_function=log_request,
     )
+
+
+def log_request(handler: RequestHandler) -> None:
+    """The access log line, with the job id; formatted only when the level is enabled."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        job = handler._headers.get("X-Foreman-Job-Id", "-")
+        access_log.log(
+            level,
+            "job=%s %d %s %.2fms",
+            job,
+            status,
+            handler._request_summary(),
+            1000.0 * handler.request.request_time(),
+        )
