@@ -171,6 +171,7 @@ def main() -> None:
 
     sim_port, foreman_port = free_port(), free_port()
     tmp = tempfile.TemporaryDirectory()
+    log = open(os.path.join(tmp.name, "foreman.log"), "wb")  # noqa: SIM115 - closed in finally
     env = {**os.environ, "PYTHONPATH": ROOT}
     sim = subprocess.Popen(
         [sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{sim_port}"],
@@ -179,9 +180,10 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     foreman = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "serve", "--log-level", "WARNING"],
+        [sys.executable, "-m", "foreman", "serve"],  # default settings and log level
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
+        stderr=log,
         env={
             **env,
             "FOREMAN_OLLAMA_URL": f"http://127.0.0.1:{sim_port}",
@@ -207,6 +209,7 @@ def main() -> None:
         for proc in (foreman, sim):
             proc.terminate()
             proc.wait()
+        log.close()
         tmp.cleanup()
 
 

@@ -34,6 +34,7 @@ class Poller:
         self.last_poll_at: float | None = None
         self.last_error: str | None = None
         self.tags: dict[str, Any] | None = None  # last good /api/tags body
+        self._installed: set[str] = set()  # model keys in `tags`
         self.ps: dict[str, Any] | None = None
         self.version: dict[str, Any] | None = None
         self._up = asyncio.Event()
@@ -76,6 +77,7 @@ class Poller:
             self.report_down(str(exc) or type(exc).__name__)
             return False
         self.tags, self.ps, self.version = tags, ps, version
+        self._installed = {model_key(str(m.get("model") or m.get("name") or "")) for m in tags.get("models") or []}
         self.last_poll_at = now()
         self.last_error = None
         if self.degraded:

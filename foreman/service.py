@@ -113,7 +113,7 @@ class JobService:
         return await self.store.apply_batch(new, batch, durable)
 
     def notify(self, change: Change) -> None:
-        log.info("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
+        log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
         if change.dest is State.QUEUED:
             self._wake_worker()
         elif change.dest in TERMINAL:
@@ -130,7 +130,7 @@ class JobService:
             # Attach before the row exists, so the worker never sees a sync job without its caller.
             caller.job_id = job.id
             self._callers[job.id] = caller
-        log.info("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
+        log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
         if self._offer(job):
             return job.id
         try:

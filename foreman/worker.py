@@ -288,6 +288,17 @@ class Worker:
     # --- endings -----------------------------------------------------------------------------
 
     async def _finish(self, run: Running, outcome: Outcome) -> None:
+        job = run.job
+        log.info(
+            "job=%s done model=%s kind=%s attempt=%d chunks=%d eval_count=%s elapsed=%.3fs",
+            job.id,
+            job.model,
+            job.kind,
+            job.attempt,
+            run.chunks,
+            outcome.eval_count,
+            now() - run.started,
+        )
         refs = artifact_refs(run.job.id, outcome.artifacts, self.settings.inline_artifact_max)
         await run.flow.move(
             Trigger.FINISH,
