@@ -128,5 +128,4 @@ class Poller:
         """Whether the last known inventory lists `name` (None: no inventory yet)."""
         if self.tags is None:
             return None
-        key = model_key(name)
-        return any(model_key(str(m.get("model") or m.get("name") or "")) == key for m in self.tags.get("models") or [])
+        return model_key(name) in self._installed
