@@ -9,7 +9,9 @@ from tornado.log import access_log
 from tornado.web import Application, RequestHandler
 
 from foreman.handlers.base import NotFoundHandler
+from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.health import HealthHandler
+from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
 from foreman.jobs import CHAT, GENERATE
 from foreman.services import Services
@@ -21,6 +23,13 @@ def make_app(services: Services) -> Application:
         (r"/", RootHandler, deps),
         (r"/api/chat", GenerationHandler, {**deps, "endpoint": CHAT}),
         (r"/api/generate", GenerationHandler, {**deps, "endpoint": GENERATE}),
+        (r"/api/tags", TagsHandler, deps),
+        (r"/api/ps", PsHandler, deps),
+        (r"/api/version", VersionHandler, deps),
+        (r"/api/show", ShowHandler, deps),
+        (r"/api/(?:embed|embeddings)", EmbedHandler, deps),
+        (r"/api/(?:pull|push|create|copy|delete)", ManagementHandler, deps),
+        (r"/api/blobs/([^/]+)", ManagementHandler, deps),
         (r"/healthz", HealthHandler, deps),
     ]
     return Application(

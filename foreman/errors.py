@@ -61,6 +61,12 @@ class PayloadTooLarge(ForemanError):
     status = 413
 
 
+class BadGateway(ForemanError):
+    """the target did not answer"""
+
+    status = 502
+
+
 class Unavailable(ForemanError):
     """foreman is shutting down"""
 

@@ -13,6 +13,7 @@ from tornado.netutil import bind_sockets
 
 from foreman.app import make_app
 from foreman.config import Settings
+from foreman.embedder import Embedder
 from foreman.events import build_event
 from foreman.poller import Poller
 from foreman.service import JobService
@@ -47,15 +48,29 @@ class Daemon:
     @classmethod
     async def start(cls, settings: Settings, *, run_worker: bool = True) -> Daemon:
         store = await Store.open(settings.db_path, build_event)
-        target = TargetClient(
-            settings.ollama_url, first_byte_timeout=settings.first_byte_timeout, idle_timeout=settings.idle_timeout
+        target, embed_target = (
+            TargetClient(
+                settings.ollama_url,
+                first_byte_timeout=settings.first_byte_timeout,
+                idle_timeout=settings.idle_timeout,
+                pool_size=pool_size,
+            )
+            for pool_size in (8, 16)  # embeddings get a pool of their own (ADR 0013)
         )
         poller = Poller(target, settings.poll_interval)
         jobs = JobService(store)
-        services = Services(
-            settings=settings, store=store, jobs=jobs, target=target, poller=poller, started_at=time.time()
-        )
         worker = Worker(settings, jobs, target, poller)
+        services = Services(
+            settings=settings,
+            store=store,
+            jobs=jobs,
+            target=target,
+            embed_target=embed_target,
+            poller=poller,
+            embedder=Embedder(settings.embed_model, embed_target, poller),
+            worker=worker,
+            started_at=time.time(),
+        )
         await jobs.recover()
         server = HTTPServer(
             make_app(services),
@@ -80,11 +95,13 @@ class Daemon:
         self.server.stop()
         await self.worker.stop()
         await self.services.poller.stop()
+        await self.services.embedder.stop()
         try:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
         except TimeoutError:
             log.warning("some client connections did not close in time")
         await self.services.target.close()
+        await self.services.embed_target.close()
         await self.services.store.close()
         log.info("foreman stopped")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foreman.config import Settings
+from foreman.embedder import Embedder
 from foreman.poller import Poller
 from foreman.service import JobService
 from foreman.store import Store
 from foreman.target import TargetClient
+from foreman.worker import Worker
 
 
 @dataclass
@@ -16,6 +18,9 @@ class Services:
     settings: Settings
     store: Store
     jobs: JobService
-    target: TargetClient
+    target: TargetClient  # the worker's and the face's pool
+    embed_target: TargetClient  # the embeddings' own pool: never behind a generation
     poller: Poller
+    embedder: Embedder
+    worker: Worker
     started_at: float

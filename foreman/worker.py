@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from foreman.assemble import Outcome, artifact_refs, assemble
 from foreman.clock import now
 from foreman.config import Settings
-from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, Job, keep_alive_value
+from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, Job, keep_alive_value, model_key
 from foreman.poller import Poller
 from foreman.service import CallerGone, JobService, Running
 from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
@@ -67,6 +68,9 @@ class Worker:
         self.target = target
         self.poller = poller
         self.resident: str | None = None  # the worker model the target last ran for us
+        self._resident_since = 0.0  # when it last finished a job on it
+        self.swaps = 0  # model loads the worker paid for, since start
+        self.embed_key = model_key(settings.embed_model) if settings.embed_model else None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -114,7 +118,7 @@ class Worker:
         if self._stale:
             self._stale = False
             self._wake.clear()  # before looking, so a wake() during the look is not lost
-            job = await self.service.store.next_queued(self.resident, now())
+            job = await self.service.store.next_queued(self._check_resident(), now())
             if job is not None:
                 self._stale = True  # there may be more
                 await self._run(job, new=False)
@@ -128,6 +132,26 @@ class Worker:
             return False
         await self._run(offered, new=True)
         return True
+
+    def _check_resident(self) -> str | None:
+        """The resident worker model, as far as the last look at /api/ps allows.
+
+        If the target has dropped it since (evicted, expired, restarted), it is not resident;
+        if nothing of ours is, a worker model someone else loaded counts (drain it first).
+        """
+        seen = self.poller.ps
+        if seen is None or seen.at <= self._resident_since:
+            return self.resident
+        loaded = [key for key in (m.get("model") or m.get("name") for m in seen.data.get("models") or []) if key]
+        keys = [model_key(str(key)) for key in loaded]
+        if self.resident is not None and self.resident not in keys:
+            log.info("model %s is no longer resident on the target", self.resident)
+            self.resident = None
+        if self.resident is None:
+            others = [key for key in keys if key != self.embed_key]
+            if others:
+                self.resident = others[0]  # /api/ps lists the longest-lived first
+        return self.resident
 
     def wake(self) -> None:
         """A job became queued (submitted, or re-queued)."""
@@ -200,6 +224,8 @@ class Worker:
         load_duration = None
         swapped = job.kind != KIND_UNLOAD and self.resident != job.model
         steps: list[tuple[Trigger, Mapping[str, Any]]] = [(Trigger.LOAD, {"started_at": now()})]
+        if swapped and job.kind != KIND_UNLOAD:
+            self.swaps += 1
         if job.kind == KIND_GENERATE and swapped:
             # A model load happens between `loading` and `working`: they commit apart.
             if not await self._record(run, job if new else None, steps):
@@ -218,6 +244,7 @@ class Worker:
                 log.error("job=%s recording `working` failed: %r", job.id, working.exception())
         outcome = assemble(job.endpoint, raw)
         self.resident = None if job.kind == KIND_UNLOAD and self.resident == job.model else job.model
+        self._resident_since = now()
         # Commit first, answer second: a client holding its answer finds the job finished.
         if outcome.error is not None:
             # A streaming caller already has the target's own error line.
@@ -241,6 +268,7 @@ class Worker:
         job = run.job
         keep_alive = keep_alive_value(self.settings.worker_keep_alive)
         body = json.dumps({"model": job.model_name, "keep_alive": keep_alive}).encode()
+        started = time.perf_counter()
         x = run.exchange = self.target.exchange("POST", job.endpoint, body, self._headers(run))
         async with x:
             self._check_cancelled(run)
@@ -248,10 +276,12 @@ class Worker:
             if x.status != 200:
                 raise TargetRefused(x.status, x.headers, answer)
         run.exchange = None
+        # Ollama's load reply carries no durations: the load is what this request waited for.
         try:
-            return int(json.loads(answer).get("load_duration") or 0) or None
-        except (ValueError, AttributeError):
-            return None
+            reported = int(json.loads(answer).get("load_duration") or 0)
+        except (ValueError, AttributeError, TypeError):
+            reported = 0
+        return reported or int((time.perf_counter() - started) * 1e9)
 
     async def _forward(self, run: Running, working: asyncio.Future[bool]) -> bytes:
         """Send the job's body and pass the answer to the caller as it arrives."""

@@ -337,16 +337,17 @@ async def test_keep_alive_pins_expires_and_replaces(make_sim: MakeSim) -> None:
         assert 3500 < sim.loaded["nomic-embed-text:latest"] - asyncio.get_running_loop().time() <= 3600
 
 
-async def test_eviction_takes_the_least_recently_used_idle_model(make_sim: MakeSim) -> None:
+async def test_eviction_takes_the_idle_model_with_the_shortest_keep_alive(make_sim: MakeSim) -> None:
     sim = await make_sim(models=["a", "b", "c"], max_loaded=2)
     async with ollama.AsyncClient(host=sim.url) as client:
-        await client.generate(model="a", prompt="x")
-        await client.generate(model="b", prompt="x")
-        await client.generate(model="a", prompt="y")
-        await client.generate(model="c", prompt="x")
-        assert set(sim.loaded) == {"a:latest", "c:latest"}
+        await client.generate(model="b", prompt="x", keep_alive=-1)  # pinned
+        await client.generate(model="a", prompt="x", keep_alive="10m")
+        await client.generate(model="c", prompt="x", keep_alive="10m")
+        assert set(sim.loaded) == {"b:latest", "c:latest"}  # a went, though b was used less recently
         ps = await client.ps()
-    assert {m.model for m in ps.models} == {"a:latest", "c:latest"}
+        assert {m.model for m in ps.models} == {"b:latest", "c:latest"}
+        await client.generate(model="a", prompt="y", keep_alive="10m")  # equal keep_alive: by name
+        assert set(sim.loaded) == {"a:latest", "b:latest"}
 
 
 async def test_a_busy_model_is_not_evicted_the_newcomer_waits(make_sim: MakeSim) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from foreman.errors import ForemanError, PayloadTooLarge, Unauthorized
 from foreman.services import Services
@@ -31,6 +32,7 @@ class BaseHandler(RequestHandler):
         self.services = services
         self._body_parts: list[bytes] = []
         self._body_size = 0
+        self._closers: list[Callable[[], None]] = []
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
@@ -63,6 +65,14 @@ class BaseHandler(RequestHandler):
             return b"".join(self._body_parts)
         return self.request.body or b""
 
+    def when_closed(self, closer: Callable[[], None]) -> None:
+        """Call `closer` if the client hangs up before the answer is complete."""
+        self._closers.append(closer)
+
+    def on_connection_close(self) -> None:
+        for closer in self._closers:
+            closer()
+
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", _JSON)
@@ -91,3 +101,8 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self) -> None:
         raise HTTPError(404)
+
+
+@stream_request_body
+class BodyHandler(BaseHandler):
+    """A handler whose request body streams in, so `max_body` is enforced before it is read."""

@@ -15,6 +15,7 @@ class HealthHandler(BaseHandler):
         services = self.services
         poller = services.poller
         running = services.jobs.running
+        worker = services.worker
         self.write_json(
             {
                 "status": "ok",
@@ -22,6 +23,11 @@ class HealthHandler(BaseHandler):
                 "target": services.settings.ollama_url,
                 "last_poll_at": iso(poller.last_poll_at),
                 "last_error": poller.last_error,
+                "polls_failed": poller.polls_failed,
+                "installed_models": None if poller.tags is None else len(poller.tags.model_keys),
+                "resident_model": worker.resident,
+                "embed_model": services.settings.embed_model,
+                "swaps": worker.swaps,
                 "queue": await services.store.count_by_state(),
                 "running": None
                 if running is None

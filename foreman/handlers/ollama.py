@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from tornado.web import stream_request_body
-
 from foreman.errors import NotFound
-from foreman.handlers.base import BaseHandler
+from foreman.handlers.base import BaseHandler, BodyHandler
 from foreman.jobs import CHAT, Submission, parse_submission
 from foreman.relay import HandlerCaller
 from foreman.services import Services
@@ -31,8 +29,7 @@ class RootHandler(BaseHandler):
         self.finish()
 
 
-@stream_request_body
-class GenerationHandler(BaseHandler):
+class GenerationHandler(BodyHandler):
     """POST /api/chat and /api/generate: a queued job with the caller attached."""
 
     endpoint = CHAT
@@ -63,6 +60,7 @@ class GenerationHandler(BaseHandler):
             raise NotFound(f"model '{sub.name}' not found")
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         caller = self._caller
         if caller is None or caller.done.done():
             return

@@ -1,8 +1,9 @@
 """Which models are resident, for how long, and what a cold load costs.
 
 Mirrors Ollama's scheduler closely enough for a proxy to be tested against it: a load takes
-`load_delay`, at most `max_loaded` models are resident (the least recently used idle one is
-evicted to make room, or the request waits until one goes idle), and each model carries the
+`load_delay`, at most `max_loaded` models are resident (an idle one is evicted to make room,
+the shortest keep_alive first and then by name, as Ollama's scheduler does; or the request
+waits until one goes idle), and each model carries the
 `keep_alive` of its most recent request, counted from the moment it goes idle.
 """
 
@@ -198,7 +199,9 @@ class Residency:
         idle = [r for r in self._residents.values() if r.inflight == 0 and r.ready.done()]
         if not idle:
             return False
-        self._drop(min(idle, key=lambda r: r.last_used))
+        # Ollama's victim: an idle runner with the shortest keep_alive, then by name; a model
+        # pinned with keep_alive -1 goes only when nothing else is idle.
+        self._drop(min(idle, key=lambda r: (r.duration, r.info.key)))
         return True
 
     def _drop(self, resident: Resident) -> None:
