@@ -14,10 +14,13 @@ from foreman.handlers.base import BaseHandler
 from foreman.target import TargetAborted, TargetClient, TargetError, request_headers
 
 
-async def relay(handler: BaseHandler, client: TargetClient, body: bytes | None, *, stream: bool = False) -> int:
+async def relay(
+    handler: BaseHandler, client: TargetClient, body: bytes | None, *, stream: bool = False, finish: bool = True
+) -> int:
     """Send the handler's request to the target and write the answer back; returns its status.
 
-    Raises BadGateway when the target cannot be reached before anything was written.
+    With `finish=False` the caller ends the response itself. Raises BadGateway when the
+    target cannot be reached before anything was written.
     """
     request = handler.request
     exchange = client.exchange(
@@ -48,5 +51,6 @@ async def relay(handler: BaseHandler, client: TargetClient, body: bytes | None, 
             handler.finish()  # the stream just ends, as when Ollama itself goes away
             return exchange.status
         raise BadGateway(str(exc)) from None
-    handler.finish()
+    if finish:
+        handler.finish()
     return exchange.status

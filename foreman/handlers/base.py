@@ -33,6 +33,7 @@ class BaseHandler(RequestHandler):
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._closers: list[Callable[[], None]] = []
+        self._refused: ForemanError | None = None
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
@@ -42,25 +43,33 @@ class BaseHandler(RequestHandler):
         return None
 
     def prepare(self) -> None:
-        token = self.services.settings.token
-        if token and not self.open_access:
-            given = self.request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                raise Unauthorized("unauthorized")
+        self.check_token()
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self.services.settings.max_body:
             raise PayloadTooLarge(
                 f"request body too large: {length} bytes, max_body is {self.services.settings.max_body}"
             )
 
+    def check_token(self) -> None:
+        """Bearer token, compared as bytes in constant time (no token configured: open)."""
+        token = self.services.settings.token
+        if token and not self.open_access:
+            given = self.request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise Unauthorized("unauthorized")
+
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
         if self._body_size > self.services.settings.max_body:
             raise PayloadTooLarge(f"request body too large: max_body is {self.services.settings.max_body}")
-        self._body_parts.append(chunk)
+        if self._refused is None:
+            self._body_parts.append(chunk)
 
     @property
     def body(self) -> bytes:
+        """The request body; raises the refusal of a request refused before its body arrived."""
+        if self._refused is not None:
+            raise self._refused
         if self._body_parts:
             return b"".join(self._body_parts)
         return self.request.body or b""
@@ -105,4 +114,16 @@ class NotFoundHandler(BaseHandler):
 
 @stream_request_body
 class BodyHandler(BaseHandler):
-    """A handler whose request body streams in, so `max_body` is enforced before it is read."""
+    """A handler whose request body streams in, so `max_body` is enforced before it is read.
+
+    A request refused for its token is answered after its (small) body has arrived, not
+    before: answering first makes Tornado close the connection under a client still
+    writing, which many clients report as a reset instead of the 401. An oversized body
+    is refused at once from its Content-Length, without reading it.
+    """
+
+    def check_token(self) -> None:
+        try:
+            super().check_token()
+        except ForemanError as exc:
+            self._refused = exc

@@ -96,19 +96,18 @@ class ShowHandler(BodyHandler):
 class ManagementHandler(BodyHandler):
     """pull, push, create, copy, delete and blobs: only with `allow_model_management: true`."""
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def _pass(self) -> None:
+        body = self.body  # also raises a refusal of the token
         if not self.services.settings.allow_model_management:
             raise Forbidden(
                 "model management is disabled on this foreman; set allow_model_management: true to allow "
                 f"{self.request.method} {self.request.path}"
             )
-
-    async def _pass(self) -> None:
-        try:
-            await relay(self, self.services.target, self.body or None, stream=True)
-        finally:
-            self.services.poller.poll_soon()  # the inventory has changed, or may have
+        await relay(self, self.services.target, body or None, stream=True, finish=False)
+        # The inventory has changed, or may have: look again before the client hears the end.
+        await self.services.poller.poll()
+        if not self._finished:
+            self.finish()
 
     async def post(self, *args: str) -> None:
         await self._pass()
