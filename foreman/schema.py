@@ -38,6 +38,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_queued ON jobs(seq) WHERE state = 'queued';
     CREATE INDEX jobs_queued_model ON jobs(model, seq) WHERE state = 'queued';
     CREATE UNIQUE INDEX jobs_idempotency_key ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+    -- The TTL sweep reads finished jobs oldest first.
+    CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
 
     CREATE TABLE artifacts (
         job_id       TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -57,13 +59,14 @@ MIGRATIONS: tuple[str, ...] = (
         created_at      REAL NOT NULL,
         webhook_url     TEXT,                 -- NULL: recorded, nothing to deliver
         delivered_at    REAL,
+        given_up_at     REAL,                 -- attempts used up, or the receiver said 410 Gone
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at REAL NOT NULL DEFAULT 0,
         last_error      TEXT
     );
     CREATE INDEX events_job ON events(job_id, seq);
-    CREATE INDEX events_due ON events(next_attempt_at)
-        WHERE webhook_url IS NOT NULL AND delivered_at IS NULL;
+    CREATE INDEX events_due ON events(job_id, seq)
+        WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL;
     """,
 )
 

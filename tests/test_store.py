@@ -174,7 +174,7 @@ async def test_next_job_uses_the_queue_indexes_with_100k_rows(store: Store, tmp_
 def test_no_sql_outside_the_store() -> None:
     offenders = []
     for path in (ROOT / "foreman").rglob("*.py"):
-        if path.name in ("store.py", "schema.py") or "simulator" in path.parts:
+        if path.name == "schema.py" or "store" in path.parts or "simulator" in path.parts:
             continue
         text = path.read_text()
         for word in ("SELECT ", "INSERT INTO", "UPDATE jobs", "DELETE FROM", ".execute("):

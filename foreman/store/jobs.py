@@ -1,37 +1,21 @@
-"""The SQLite store: every SQL statement foreman runs lives in this module.
-
-Writes: one sqlite3 connection owned by one thread. Each write is a whole
-transaction (`BEGIN IMMEDIATE … COMMIT`, or ROLLBACK on error) run as one function
-on that thread, so two coroutines can never share a transaction, a cancelled
-caller can never leave one half done, and a transition costs one thread hop
-instead of six (docs/adr/0004). Reads: an aiosqlite connection (WAL lets it read
-while the writer writes).
-"""
+"""Jobs and artifacts: creating jobs, transitions as compare-and-swap with their outbox
+events, and the queue (docs/adr/0004, 0012)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from operator import attrgetter
-from typing import Any, TypeVar
-
-import aiosqlite
+from typing import Any
 
 from foreman.clock import new_id, now
 from foreman.events import EventSource
 from foreman.jobs import Job
-from foreman.schema import MIGRATIONS, SCHEMA_VERSION
+from foreman.store.database import Database
 from statemachine import Change, State
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-_PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON")
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 # Picking the next job walks a partial index of queued rows in arrival order (schema.py).
@@ -77,92 +61,10 @@ def _job(row: Iterable[Any]) -> Job:
     return Job(**values)
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    """The writer connection, opened on (and only ever used from) the writer thread."""
-    # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do.
-    conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in _PRAGMAS:
-        conn.execute(f"PRAGMA {pragma}")
-    return conn
+class JobQueries(Database):
+    """Jobs and their artifacts: creation, transitions as compare-and-swap, the queue."""
 
-
-class Store:
-    """The gateway to the database. Open with `await Store.open(path, ...)`; close is idempotent."""
-
-    def __init__(self, path: str, reader: aiosqlite.Connection, build_event: EventBuilder) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foreman-db-writer")
-        self._writer: sqlite3.Connection | None = None
-        self._path = path
-        self._reader = reader
-        self._build_event = build_event
-        self._closed = False
-
-    @classmethod
-    async def open(cls, path: str, build_event: EventBuilder) -> Store:
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in _PRAGMAS:
-            await reader.execute(f"PRAGMA {pragma}")
-        store = cls(path, reader, build_event)
-        try:
-            await store._run(lambda: setattr(store, "_writer", _connect(path)))
-            await store._write(store._migrate)
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._reader.close()
-        finally:
-            if self._writer is not None:
-                await self._run(self._writer.close)
-            self._executor.shutdown(wait=True)
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
-        """Run `fn` as one transaction on the writer thread: the only way to write.
-
-        `durable=False` commits without an fsync of its own (synchronous=NORMAL): the commit
-        survives a crash of foreman, and becomes power-loss durable with the next durable
-        commit. Only for commits that report no outcome (docs/adr/0011).
-        """
-
-        def transaction() -> T:
-            db = self._writer
-            assert db is not None, "store is closed"
-            if not durable:
-                db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            finally:
-                if not durable:
-                    db.execute("PRAGMA synchronous=FULL")
-            return result
-
-        return await self._run(transaction)
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema version {version} is newer than this foreman ({SCHEMA_VERSION})")
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _split_script(MIGRATIONS[number - 1]):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
-            log.info("database migrated to schema version %d", number)
+    _build_event: EventBuilder
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -305,25 +207,6 @@ class Store:
         )
         return [Artifact(*r) for r in rows]
 
-    async def events(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's outbox rows in order, with their payloads decoded."""
-        rows = await self._reader.execute_fetchall(
-            "SELECT id, state, previous_state, payload, webhook_url, delivered_at FROM events"
-            " WHERE job_id = ? ORDER BY seq",
-            (job_id,),
-        )
-        return [
-            {
-                "event_id": r[0],
-                "state": r[1],
-                "previous_state": r[2],
-                "payload": json.loads(r[3]),
-                "webhook_url": r[4],
-                "delivered_at": r[5],
-            }
-            for r in rows
-        ]
-
     async def next_queued_plan(self) -> list[str]:
         """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""
         plan: list[str] = []
@@ -331,17 +214,3 @@ class Store:
             rows = await self._reader.execute_fetchall("EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0})
             plan.extend(str(r[-1]) for r in rows)
         return plan
-
-
-def _split_script(script: str) -> list[str]:
-    """Split a migration into statements (sqlite3.complete_statement knows where they end)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip():
-                statements.append(current.strip())
-            current = ""
-    if current.strip():
-        statements.append(current.strip())
-    return statements
