@@ -12,6 +12,7 @@ from foreman.handlers.base import NotFoundHandler
 from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.health import HealthHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
+from foreman.handlers.jobs import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
 from foreman.jobs import CHAT, GENERATE
 from foreman.services import Services
@@ -31,6 +32,9 @@ def make_app(services: Services) -> Application:
         (r"/api/(?:pull|push|create|copy|delete)", ManagementHandler, deps),
         (r"/api/blobs/([^/]+)", ManagementHandler, deps),
         (r"/healthz", HealthHandler, deps),
+        (r"/jobs", JobsHandler, deps),
+        (r"/jobs/([0-9A-Za-z]+)", JobHandler, deps),
+        (r"/jobs/([0-9A-Za-z]+)/artifacts/([\w.-]+)", ArtifactHandler, deps),
     ]
     return Application(
         routes,

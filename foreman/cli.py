@@ -45,11 +45,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"foreman: configuration error: {exc}", file=sys.stderr)
         return 2
+    from foreman.lock import DatabaseBusy
     from foreman.server import run_until_signalled
 
     try:
         asyncio.run(run_until_signalled(settings))
-    except OSError as exc:
+    except (OSError, DatabaseBusy) as exc:
         print(f"foreman: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -149,22 +149,8 @@ def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = N
 
     `keep_alive` (seconds) is added to a body that names none (the worker model's pin).
     """
-    go_type = "api.ChatRequest" if endpoint == CHAT else "api.GenerateRequest"
-    data = decode_body(body, go_type)
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise BadRequest(
-            f"json: cannot unmarshal {type(model).__name__} into Go struct field "
-            f"{go_type.split('.')[-1]}.model of type string"
-        )
-    if not model:
-        if endpoint == CHAT:
-            raise BadRequest("model is required")
-        raise NotFound("model '' not found")
-    empty = not data.get("messages") if endpoint == CHAT else not data.get("prompt")
-    kind = KIND_GENERATE
-    if empty:
-        kind = KIND_UNLOAD if is_zero_keep_alive(data.get("keep_alive")) else KIND_LOAD
+    data = decode_body(body, _go_type(endpoint))
+    model, kind = _model_and_kind(endpoint, data)
     if keep_alive is not None and "keep_alive" not in data:
         body = with_keep_alive(body, keep_alive)
     return Submission(
@@ -176,6 +162,58 @@ def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = N
         body=body,
         sync=sync,
     )
+
+
+def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = None) -> Submission:
+    """A `POST /jobs` body: a chat payload, or a generate one (`prompt` without `messages`),
+    plus `state_webhook_url` (docs/adr/0014).
+
+    Nobody reads a job's answer as it streams, so foreman re-encodes this body: without its
+    own field, with `stream: true` (progress is counted as lines arrive; the whole result is
+    collected either way) and with `keep_alive` when the body names none.
+    """
+    data = decode_body(body, _go_type(CHAT))
+    endpoint = GENERATE if "prompt" in data and "messages" not in data else CHAT
+    webhook = data.pop("state_webhook_url", None)
+    if webhook is not None and not isinstance(webhook, str):
+        raise BadRequest("state_webhook_url must be a string")
+    model, kind = _model_and_kind(endpoint, data)
+    data["stream"] = True
+    data.setdefault("keep_alive", keep_alive_value(keep_alive))
+    return Submission(
+        endpoint=endpoint,
+        model=model_key(model),
+        name=model,
+        kind=kind,
+        stream=True,
+        body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+        sync=False,
+        webhook_url=webhook or None,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _go_type(endpoint: str) -> str:
+    return "api.ChatRequest" if endpoint == CHAT else "api.GenerateRequest"
+
+
+def _model_and_kind(endpoint: str, data: dict[str, Any]) -> tuple[str, str]:
+    """The model (as spelled) and the job kind, with Ollama's errors for a missing model."""
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest(
+            f"json: cannot unmarshal {type(model).__name__} into Go struct field "
+            f"{_go_type(endpoint).split('.')[-1]}.model of type string"
+        )
+    if not model:
+        if endpoint == CHAT:
+            raise BadRequest("model is required")
+        raise NotFound("model '' not found")
+    empty = not data.get("messages") if endpoint == CHAT else not data.get("prompt")
+    kind = KIND_GENERATE
+    if empty:
+        kind = KIND_UNLOAD if is_zero_keep_alive(data.get("keep_alive")) else KIND_LOAD
+    return model, kind
 
 
 def with_keep_alive(body: bytes, seconds: float) -> bytes:

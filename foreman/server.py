@@ -13,22 +13,38 @@ from tornado.netutil import bind_sockets
 
 from foreman.app import make_app
 from foreman.config import Settings
+from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
+from foreman.lock import DatabaseLock
 from foreman.poller import Poller
 from foreman.service import JobService
 from foreman.services import Services
 from foreman.store import Store
+from foreman.sweeper import Sweeper
 from foreman.target import TargetClient
+from foreman.webhook_client import WebhookClient
 from foreman.worker import Worker
 
 log = logging.getLogger(__name__)
+
+# How long a stop waits for the running job to end before re-queuing it: under Docker's
+# default 10 s between SIGTERM and SIGKILL (docs/adr/0015).
+_GRACE = 8.0
 
 
 class Daemon:
     """One running foreman. `await Daemon.start(settings)`, then `await daemon.stop()`."""
 
-    def __init__(self, services: Services, worker: Worker, server: HTTPServer, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        services: Services,
+        worker: Worker,
+        server: HTTPServer,
+        sockets: list[socket.socket],
+        lock: DatabaseLock,
+    ) -> None:
+        self.lock = lock
         self.services = services
         self.worker = worker
         self.server = server
@@ -47,6 +63,16 @@ class Daemon:
 
     @classmethod
     async def start(cls, settings: Settings, *, run_worker: bool = True) -> Daemon:
+        lock = DatabaseLock(settings.db_path)
+        lock.acquire()  # raises DatabaseBusy: one foreman per database
+        try:
+            return await cls._start(settings, lock, run_worker)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    async def _start(cls, settings: Settings, lock: DatabaseLock, run_worker: bool) -> Daemon:
         store = await Store.open(settings.db_path, build_event)
         target, embed_target = (
             TargetClient(
@@ -60,6 +86,9 @@ class Daemon:
         poller = Poller(target, settings.poll_interval)
         jobs = JobService(store)
         worker = Worker(settings, jobs, target, poller)
+        webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
+        deliverer = Deliverer(settings, store, webhooks)
+        jobs.attach_deliverer(deliverer.wake)
         services = Services(
             settings=settings,
             store=store,
@@ -69,6 +98,9 @@ class Daemon:
             poller=poller,
             embedder=Embedder(settings.embed_model, embed_target, poller),
             worker=worker,
+            webhooks=webhooks,
+            deliverer=deliverer,
+            sweeper=Sweeper(store, settings.job_ttl),
             started_at=time.time(),
         )
         await jobs.recover()
@@ -81,9 +113,11 @@ class Daemon:
         sockets = bind_sockets(settings.listen_port, settings.listen_host or None, family=socket.AF_UNSPEC)
         server.add_sockets(sockets)
         poller.start()
+        deliverer.start()
+        services.sweeper.start()
         if run_worker:
             worker.start()
-        daemon = cls(services, worker, server, sockets)
+        daemon = cls(services, worker, server, sockets, lock)
         log.info("foreman listening on %s, target %s", daemon.url, settings.ollama_url)
         return daemon
 
@@ -93,9 +127,12 @@ class Daemon:
         self._stopped = True
         self.services.jobs.accepting = False
         self.server.stop()
-        await self.worker.stop()
+        await self.worker.stop(grace=_GRACE)
         await self.services.poller.stop()
         await self.services.embedder.stop()
+        await self.services.sweeper.stop()
+        await self.services.deliverer.stop()
+        await self.services.webhooks.close()
         try:
             await asyncio.wait_for(self.server.close_all_connections(), 5)
         except TimeoutError:
@@ -103,6 +140,7 @@ class Daemon:
         await self.services.target.close()
         await self.services.embed_target.close()
         await self.services.store.close()
+        self.lock.release()
         log.info("foreman stopped")
 
 

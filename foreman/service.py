@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from foreman.clock import new_id, now
+from foreman.errors import Unavailable
 from foreman.jobs import Job, Submission, new_job
 from foreman.store import Store
 from foreman.target import Exchange
@@ -91,9 +92,15 @@ class JobService:
         self._callers: dict[str, Caller] = {}
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake_worker: Callable[[], None] = lambda: None
+        self._wake_deliverer: Callable[[], None] = lambda: None
+        self._hooked: set[str] = set()  # unfinished jobs with a state_webhook_url
         self._offer: Callable[[Job], bool] = lambda job: False
         self.accepting = True
         self._background: set[asyncio.Future[Job | None]] = set()
+
+    def attach_deliverer(self, wake: Callable[[], None]) -> None:
+        """Register the webhook deliverer's wake-up (called when a hooked job moves)."""
+        self._wake_deliverer = wake
 
     def attach_worker(self, wake: Callable[[], None], offer: Callable[[Job], bool]) -> None:
         """Register the worker's wake-up (called whenever a job becomes queued) and its
@@ -114,6 +121,10 @@ class JobService:
 
     def notify(self, change: Change) -> None:
         log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
+        if change.job_id in self._hooked:
+            self._wake_deliverer()
+            if change.dest in TERMINAL:
+                self._hooked.discard(change.job_id)
         if change.dest is State.QUEUED:
             self._wake_worker()
         elif change.dest in TERMINAL:
@@ -124,24 +135,34 @@ class JobService:
     # --- for handlers ----------------------------------------------------------------------
 
     async def submit(self, sub: Submission, caller: Caller | None = None) -> str:
-        """Queue a job (or hand it to an idle worker); returns its id."""
+        """Queue a job (or hand a synchronous one to an idle worker); returns its id.
+
+        For a repeated idempotency key, the id of the job that key made first.
+        """
+        if not self.accepting:
+            raise Unavailable("foreman is shutting down; try again shortly")
         job = new_job(sub, new_id(), now())
         if caller is not None:
             # Attach before the row exists, so the worker never sees a sync job without its caller.
             caller.job_id = job.id
             self._callers[job.id] = caller
-        log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
-        if self._offer(job):
-            return job.id
+            if self._offer(job):
+                return job.id
         try:
             # A synchronous job reports nothing before its end (fsynced); after a power loss
-            # before that, restart would fail it anyway (docs/adr/0011).
-            await self.store.create_job(job, durable=not sub.sync)
+            # before that, restart would fail it anyway. An asynchronous one is durable before
+            # its 202 (docs/adr/0011).
+            job_id = await self.store.create_job(job, durable=not sub.sync)
         except BaseException:
             self._callers.pop(job.id, None)
             raise
-        self._wake_worker()
-        return job.id
+        if job_id == job.id:
+            log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
+            if job.webhook_url:
+                self._hooked.add(job.id)
+                self._wake_deliverer()
+            self._wake_worker()
+        return job_id
 
     def caller(self, job_id: str) -> Caller | None:
         return self._callers.get(job_id)
@@ -202,6 +223,8 @@ class JobService:
         """
         stranded = await self.store.jobs_in((State.QUEUED, State.LOADING, State.WORKING))
         for job in stranded:
+            if job.webhook_url:
+                self._hooked.add(job.id)
             with self.lifecycle.flow(job.id, job.state) as flow:
                 if job.sync:
                     await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart", "finished_at": now()})

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foreman.config import Settings
+from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.poller import Poller
 from foreman.service import JobService
 from foreman.store import Store
+from foreman.sweeper import Sweeper
 from foreman.target import TargetClient
+from foreman.webhook_client import WebhookClient
 from foreman.worker import Worker
 
 
@@ -23,4 +26,7 @@ class Services:
     poller: Poller
     embedder: Embedder
     worker: Worker
+    webhooks: WebhookClient
+    deliverer: Deliverer
+    sweeper: Sweeper
     started_at: float

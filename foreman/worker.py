@@ -208,6 +208,9 @@ class Worker:
             if caller is not None:
                 caller.reply(exc.status, exc.headers, exc.body)
         except asyncio.CancelledError:
+            # The stop's grace ran out: settle the job in a task of its own, which this
+            # cancellation cannot reach, then go on stopping.
+            await asyncio.shield(asyncio.ensure_future(self._interrupted(run)))
             raise
         except Exception as exc:
             log.exception("job=%s failed inside foreman", job.id)
@@ -345,6 +348,23 @@ class Worker:
         await run.flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()})
         if run.caller is not None:
             run.caller.close()
+
+    async def _interrupted(self, run: Running) -> None:
+        """foreman is stopping under a running job: an asynchronous one goes back to the queue
+        (its attempt not counted: the job did nothing wrong), a synchronous one fails."""
+        if run.exchange is not None:
+            run.exchange.abort()
+        if run.flow.current in TERMINAL:
+            return
+        if run.job.sync:
+            await self._fail(run, "interrupted: foreman stopped")
+            if run.caller is not None and not run.caller.started:
+                run.caller.reply(503, _JSON_HEADERS, error_body("foreman is shutting down"))
+            elif run.caller is not None:
+                run.caller.end(error_body("foreman is shutting down") + b"\n")
+        else:
+            await run.flow.move(Trigger.REQUEUE)
+            log.info("job=%s re-queued: foreman is stopping", run.job.id)
 
     async def _target_unreachable(self, run: Running, reason: str) -> None:
         """Not accepted: back to the queue, no attempt used; wait for the target."""

@@ -5,11 +5,14 @@ Everything is real: servers on free ports, a fresh SQLite file per test.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import aiohttp
 import ollama
 import pytest
+from aiohttp import web
 
 from foreman.config import Settings, load_settings
 from foreman.server import Daemon
@@ -145,3 +149,62 @@ async def ollama_client() -> AsyncIterator[OllamaFactory]:
     yield make
     for client in clients:
         await client.close()
+
+
+class Receiver:
+    """A real webhook receiver on loopback: records every delivery, answers as told."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.deliveries: list[dict[str, Any]] = []
+        self.answers: list[int] = []  # statuses to answer with, in order; then 200
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status = self.answers.pop(0) if self.answers else 200
+        async with self._changed:
+            self.deliveries.append(
+                {
+                    "headers": dict(request.headers),
+                    "body": body,
+                    "status": status,
+                    "json": json.loads(body),
+                    "at": time.time(),
+                }
+            )
+            self._changed.notify_all()
+        return web.Response(status=status, text="ok")
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """The events answered 2xx, in arrival order."""
+        return [d["json"] for d in self.deliveries if 200 <= d["status"] < 300]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    await hook.start()
+    yield hook
+    await hook.stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from foreman.errors import ForemanError, PayloadTooLarge, Unauthorized
+from foreman.errors import ForemanError, NotFound, PayloadTooLarge, Unauthorized
 from foreman.services import Services
 
 _JSON = "application/json; charset=utf-8"
@@ -73,6 +73,15 @@ class BaseHandler(RequestHandler):
         if self._body_parts:
             return b"".join(self._body_parts)
         return self.request.body or b""
+
+    async def ensure_model(self, name: str) -> None:
+        """Refuse a model the target lacks, with Ollama's own answer, after one fresh look at
+        its list (ADR 0006). When the target cannot be asked, the model is given the benefit."""
+        poller = self.services.poller
+        if poller.has_model(name):
+            return
+        if await poller.poll() and poller.has_model(name) is False:
+            raise NotFound(f"model '{name}' not found")
 
     def when_closed(self, closer: Callable[[], None]) -> None:
         """Call `closer` if the client hangs up before the answer is complete."""

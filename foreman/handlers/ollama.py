@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from foreman.errors import NotFound
 from foreman.handlers.base import BaseHandler, BodyHandler
-from foreman.jobs import CHAT, Submission, parse_submission
+from foreman.jobs import CHAT, parse_submission
 from foreman.relay import HandlerCaller
 from foreman.services import Services
 from foreman.target import request_headers
@@ -43,21 +42,13 @@ class GenerationHandler(BodyHandler):
     async def post(self) -> None:
         services = self.services
         sub = parse_submission(self.endpoint, self.body, keep_alive=services.settings.worker_keep_alive)
-        await self._check_model(sub)
+        await self.ensure_model(sub.name)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
         self._caller = caller
         self._job_id = await services.jobs.submit(sub, caller)
         if caller.gone:
             await services.jobs.cancel(self._job_id, "the client disconnected")
         await caller.done
-
-    async def _check_model(self, sub: Submission) -> None:
-        """Refuse a model the target lacks, after one fresh look at its list (ADR 0006)."""
-        poller = self.services.poller
-        if poller.has_model(sub.name):
-            return
-        if await poller.poll() and poller.has_model(sub.name) is False:
-            raise NotFound(f"model '{sub.name}' not found")
 
     def on_connection_close(self) -> None:
         super().on_connection_close()

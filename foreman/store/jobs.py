@@ -68,9 +68,21 @@ class JobQueries(Database):
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, durable: bool = True) -> None:
-        """Insert a queued job (see jobs.new_job) and its first outbox event, atomically."""
-        await self._write(lambda db: self._insert_job(db, job), durable)
+    async def create_job(self, job: Job, durable: bool = True) -> str:
+        """Insert a queued job (see jobs.new_job) and its first outbox event, atomically.
+
+        Returns its id; for a repeated idempotency key, the id of the job that key made first.
+        """
+
+        def insert(db: sqlite3.Connection) -> str:
+            if job.idempotency_key is not None:
+                row = db.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
+                if row is not None:
+                    return str(row[0])
+            self._insert_job(db, job)
+            return job.id
+
+        return await self._write(insert, durable)
 
     async def apply(self, change: Change, durable: bool = True) -> bool:
         """Persist one transition as a compare-and-swap plus its outbox event.
@@ -206,6 +218,35 @@ class JobQueries(Database):
             "SELECT name, content_type, data FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,)
         )
         return [Artifact(*r) for r in rows]
+
+    async def queued_models(self) -> list[tuple[str, str]]:
+        """(id, model) of every queued job, in arrival order (for queue positions)."""
+        rows = await self._read("SELECT id, model FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq")
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def list_jobs(self, *, state: str | None, model: str | None, before: str | None, limit: int) -> list[Job]:
+        """Newest first; `before` is a job id (the `next` of the previous page)."""
+        where, params = [], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        if before is not None:
+            where.append("seq < (SELECT seq FROM jobs WHERE id = ?)")
+            params.append(before)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._read(f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY seq DESC LIMIT ?", (*params, limit))
+        return [_job(r) for r in rows]
+
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
+        rows = list(
+            await self._read(
+                "SELECT name, content_type, data FROM artifacts WHERE job_id = ? AND name = ?", (job_id, name)
+            )
+        )
+        return Artifact(*rows[0]) if rows else None
 
     async def next_queued_plan(self) -> list[str]:
         """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""

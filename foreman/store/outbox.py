@@ -14,12 +14,14 @@ from typing import Any
 
 from foreman.store.database import Database
 
-# The earliest undelivered event of each job that has one, if it is due.
+# Each job's earliest undelivered event: the only one of the job that may be sent now.
+_HEADS = (
+    "SELECT MIN(seq) FROM events INDEXED BY events_due"
+    " WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL GROUP BY job_id"
+)
 _DUE = (
     "SELECT e.seq, e.id, e.job_id, e.payload, e.webhook_url, e.attempts FROM events AS e"
-    " WHERE e.seq IN (SELECT MIN(seq) FROM events INDEXED BY events_due"
-    "   WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL GROUP BY job_id)"
-    " AND e.next_attempt_at <= ? ORDER BY e.seq LIMIT ?"
+    f" WHERE e.seq IN ({_HEADS}) AND e.next_attempt_at <= ? ORDER BY e.seq LIMIT ?"
 )
 
 
@@ -58,13 +60,8 @@ class OutboxQueries(Database):
         return [OutboxEvent(*row) for row in rows]
 
     async def next_delivery_at(self) -> float | None:
-        """When the earliest pending delivery is due (None: nothing pending)."""
-        rows = list(
-            await self._read(
-                "SELECT MIN(next_attempt_at) FROM events INDEXED BY events_due"
-                " WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL"
-            )
-        )
+        """When the next delivery that may be sent is due (None: nothing pending)."""
+        rows = list(await self._read(f"SELECT MIN(next_attempt_at) FROM events WHERE seq IN ({_HEADS})"))
         return rows[0][0] if rows else None
 
     async def attempt_started(self, event_id: str, retry_at: float) -> None:

@@ -1,0 +1,97 @@
+"""foreman's own job API (CONTRACT section 3): submit now, be told as it moves, collect later."""
+
+from __future__ import annotations
+
+from foreman.errors import BadRequest, Conflict, NotFound
+from foreman.handlers.base import BaseHandler, BodyHandler
+from foreman.jobs import Job, model_key, parse_job
+from foreman.views import job_view
+from foreman.webhook_client import WebhookRefused
+from statemachine import TERMINAL, State
+
+_MAX_LIMIT = 500
+_MAX_WAIT = 300.0
+
+
+class JobsHandler(BodyHandler):
+    async def post(self) -> None:
+        """202 {"job_id"}: validated (body, model, webhook URL), durable, queued."""
+        services = self.services
+        key = self.request.headers.get("Idempotency-Key") or None
+        sub = parse_job(self.body, keep_alive=services.settings.worker_keep_alive, idempotency_key=key)
+        await self.ensure_model(sub.name)
+        if sub.webhook_url is not None:
+            try:
+                await services.webhooks.check_url(sub.webhook_url)
+            except WebhookRefused as exc:
+                raise BadRequest(f"state_webhook_url refused: {exc}") from None
+        job_id = await services.jobs.submit(sub)
+        self.set_header("X-Foreman-Job-Id", job_id)
+        self.write_json({"job_id": job_id}, status=202)
+
+    async def get(self) -> None:
+        """{"jobs": [...], "next": id | null}, newest first."""
+        state = self.get_query_argument("state", None)
+        if state is not None and state not in {s.value for s in State}:
+            raise BadRequest(f"unknown state {state!r}")
+        model = self.get_query_argument("model", None)
+        limit = _int_argument(self, "limit", 50)
+        if not 1 <= limit <= _MAX_LIMIT:
+            raise BadRequest(f"limit must be between 1 and {_MAX_LIMIT}")
+        jobs = await self.services.store.list_jobs(
+            state=state,
+            model=model_key(model) if model else None,
+            before=self.get_query_argument("before", None),
+            limit=limit + 1,
+        )
+        page = jobs[:limit]
+        views = [await job_view(self.services, job, detail=False) for job in page]
+        self.write_json({"jobs": views, "next": page[-1].id if len(jobs) > limit else None})
+
+
+class JobHandler(BaseHandler):
+    async def get(self, job_id: str) -> None:
+        wait = self.get_query_argument("wait", None)
+        if wait is not None:
+            try:
+                seconds = min(max(float(wait), 0.0), _MAX_WAIT)
+            except ValueError:
+                raise BadRequest("wait must be a number of seconds") from None
+            await self.services.jobs.wait_terminal(job_id, seconds)
+        self.write_json(await job_view(self.services, await _job(self, job_id)))
+
+    async def delete(self, job_id: str) -> None:
+        """Cancel a queued or running job (running: its upstream request is closed)."""
+        job = await _job(self, job_id)
+        if State(job.state) in TERMINAL:
+            raise Conflict(f"job {job_id} is already {job.state}")
+        await self.services.jobs.cancel(job_id, "cancelled through the job API")
+        await self.services.jobs.wait_terminal(job_id, 10.0)  # a running job ends at the worker's hand
+        self.write_json(await job_view(self.services, await _job(self, job_id)))
+
+
+class ArtifactHandler(BaseHandler):
+    async def get(self, job_id: str, name: str) -> None:
+        await _job(self, job_id)
+        artifact = await self.services.store.artifact(job_id, name)
+        if artifact is None:
+            raise NotFound(f"job {job_id} has no artifact {name!r}")
+        self.set_header("Content-Type", artifact.content_type)
+        self.finish(artifact.data)
+
+
+async def _job(handler: BaseHandler, job_id: str) -> Job:
+    job = await handler.services.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def _int_argument(handler: BaseHandler, name: str, default: int) -> int:
+    value = handler.get_query_argument(name, None)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
