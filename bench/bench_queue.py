@@ -152,7 +152,8 @@ def main() -> None:
         print(f"next-job pick: {empty_pick:.1f} µs with an empty queue, {full_pick:.1f} µs with {args.jobs} queued")
         print(f"foreman RSS: idle {idle_rss:.1f} MiB, peak {peak:.1f} MiB")
         drained = asyncio.run(drain(url, sim_url, blocker, timeout=600))
-        print(f"drained {args.jobs} jobs in {drained:.1f} s once the blocker was cancelled ({args.jobs / drained:.0f} jobs/s)")
+        rate = args.jobs / drained
+        print(f"drained {args.jobs} jobs in {drained:.1f} s once the blocker was cancelled ({rate:.0f} jobs/s)")
     finally:
         for proc in (foreman, sim):
             proc.terminate()
