@@ -12,7 +12,7 @@ setup(
     long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["foreman", "foreman.simulator", "statemachine"],
+    packages=["foreman", "foreman.handlers", "foreman.simulator", "foreman.store", "statemachine"],
     install_requires=[
         "tornado>=6.6",
         "aiosqlite>=0.20",
@@ -20,6 +20,7 @@ setup(
         "transitions>=0.9.2",
         "pyyaml>=6.0",
         "aiohttp>=3.10",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [
@@ -27,6 +28,8 @@ setup(
             "pytest-asyncio>=0.24",
             "pytest-timeout>=2.3",
             "ollama>=0.6",
+            "openai>=1.40",
+            "standardwebhooks>=1.0",
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

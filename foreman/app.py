@@ -14,7 +14,8 @@ from foreman.handlers.health import HealthHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.jobs import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
-from foreman.jobs import CHAT, GENERATE
+from foreman.handlers.openai import ModelsHandler, OpenAIGenerationHandler
+from foreman.jobs import CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS
 from foreman.services import Services
 
 
@@ -31,6 +32,10 @@ def make_app(services: Services) -> Application:
         (r"/api/(?:embed|embeddings)", EmbedHandler, deps),
         (r"/api/(?:pull|push|create|copy|delete)", ManagementHandler, deps),
         (r"/api/blobs/([^/]+)", ManagementHandler, deps),
+        (r"/v1/chat/completions", OpenAIGenerationHandler, {**deps, "endpoint": V1_CHAT}),
+        (r"/v1/completions", OpenAIGenerationHandler, {**deps, "endpoint": V1_COMPLETIONS}),
+        (r"/v1/models", ModelsHandler, deps),
+        (r"/v1/embeddings", EmbedHandler, deps),
         (r"/healthz", HealthHandler, deps),
         (r"/jobs", JobsHandler, deps),
         (r"/jobs/([0-9A-Za-z]+)", JobHandler, deps),

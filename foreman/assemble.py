@@ -36,22 +36,41 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def assemble(endpoint: str, raw: bytes) -> Outcome:
-    """Parse a complete answer. Lines that are not JSON objects are skipped, never fatal."""
+def _objects(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of an answer: NDJSON lines, SSE `data:` lines, or one object."""
     objects = []
     for line in raw.split(b"\n"):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                objects.append(obj)
+        line = line.strip()
+        if line.startswith(b"data:"):
+            line = line[5:].strip()
+        if not line or line == b"[DONE]":
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            objects.append(obj)
+    return objects
+
+
+def _error(obj: dict[str, Any]) -> str | None:
+    error = obj.get("error")
+    if isinstance(error, dict):  # the OpenAI layer's shape
+        return str(error.get("message") or error)
+    return str(error) if error else None
+
+
+def assemble(endpoint: str, raw: bytes) -> Outcome:
+    """Parse a complete answer. Lines that are not JSON objects are skipped, never fatal."""
+    objects = _objects(raw)
     if not objects:
         return Outcome(error="the target sent no response")
     for obj in objects:
-        if obj.get("error"):
-            return Outcome(error=str(obj["error"]))
+        if (error := _error(obj)) is not None:
+            return Outcome(error=error)
+    if endpoint.startswith("/v1/"):
+        return _openai(objects, chat=endpoint.endswith("/chat/completions"))
 
     chat = endpoint.endswith("/chat")
     text: list[str] = []
@@ -86,6 +105,29 @@ def assemble(endpoint: str, raw: bytes) -> Outcome:
     if tool_calls:
         artifacts.append(Artifact("tool_calls", _JSON, _dump(tool_calls)))
     artifacts.append(Artifact("response", _JSON, _dump(result)))
+    return Outcome(result=result, artifacts=artifacts)
+
+
+def _openai(objects: list[dict[str, Any]], *, chat: bool) -> Outcome:
+    """An OpenAI-compatible answer (one object, or `chat.completion.chunk`s)."""
+    text: list[str] = []
+    for obj in objects:
+        for item in obj.get("choices") or []:
+            if chat:
+                part = item.get("message") or item.get("delta") or {}
+                text.append(part.get("content") or "")
+            else:
+                text.append(item.get("text") or "")
+    completion = "".join(text)
+    result = dict(objects[-1])
+    usage = next((o["usage"] for o in reversed(objects) if o.get("usage")), None)
+    if usage is not None:
+        result["usage"] = usage
+    final: dict[str, Any] = {"index": 0, "text": completion}
+    if chat:
+        final = {"index": 0, "message": {"role": "assistant", "content": completion}}
+    result["choices"] = [final]
+    artifacts = [Artifact("completion", _TEXT, completion.encode()), Artifact("response", _JSON, _dump(result))]
     return Outcome(result=result, artifacts=artifacts)
 
 

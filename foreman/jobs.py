@@ -16,6 +16,10 @@ from foreman.errors import BadRequest, NotFound
 
 CHAT = "/api/chat"
 GENERATE = "/api/generate"
+V1_CHAT = "/v1/chat/completions"
+V1_COMPLETIONS = "/v1/completions"
+# The native endpoint that loads a model for each endpoint a job may use.
+LOAD_ENDPOINT = {CHAT: CHAT, GENERATE: GENERATE, V1_CHAT: CHAT, V1_COMPLETIONS: GENERATE}
 
 KIND_GENERATE = "generate"
 KIND_LOAD = "load"
@@ -161,6 +165,29 @@ def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = N
         stream=data.get("stream") is not False,
         body=body,
         sync=sync,
+    )
+
+
+def parse_openai(endpoint: str, body: bytes) -> Submission:
+    """An OpenAI-compatible request (`/v1/chat/completions`, `/v1/completions`), queued like
+    `/api/chat`. Its `stream` defaults to false, as in Ollama's OpenAI layer, which ignores
+    `keep_alive`: the body goes as it came."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("invalid JSON in request body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model is required")
+    return Submission(
+        endpoint=endpoint,
+        model=model_key(model),
+        name=model,
+        kind=KIND_GENERATE,
+        stream=data.get("stream") is True,
+        body=body,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from foreman.assemble import Outcome, artifact_refs, assemble
 from foreman.clock import now
 from foreman.config import Settings
-from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, Job, keep_alive_value, model_key
+from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, LOAD_ENDPOINT, Job, keep_alive_value, model_key
 from foreman.poller import Poller
 from foreman.service import CallerGone, JobService, Running
 from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
@@ -272,7 +272,7 @@ class Worker:
         keep_alive = keep_alive_value(self.settings.worker_keep_alive)
         body = json.dumps({"model": job.model_name, "keep_alive": keep_alive}).encode()
         started = time.perf_counter()
-        x = run.exchange = self.target.exchange("POST", job.endpoint, body, self._headers(run))
+        x = run.exchange = self.target.exchange("POST", LOAD_ENDPOINT[job.endpoint], body, self._headers(run))
         async with x:
             self._check_cancelled(run)
             answer = await x.read()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from foreman.handlers.base import BaseHandler, BodyHandler
-from foreman.jobs import CHAT, parse_submission
+from foreman.jobs import CHAT, Submission, parse_submission
 from foreman.relay import HandlerCaller
 from foreman.services import Services
 from foreman.target import request_headers
@@ -39,9 +39,12 @@ class GenerationHandler(BodyHandler):
         self._caller: HandlerCaller | None = None
         self._job_id: str | None = None
 
+    def submission(self) -> Submission:
+        return parse_submission(self.endpoint, self.body, keep_alive=self.services.settings.worker_keep_alive)
+
     async def post(self) -> None:
         services = self.services
-        sub = parse_submission(self.endpoint, self.body, keep_alive=services.settings.worker_keep_alive)
+        sub = self.submission()
         await self.ensure_model(sub.name)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
         self._caller = caller

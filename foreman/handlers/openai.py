@@ -1,0 +1,64 @@
+"""The OpenAI-compatible face (CONTRACT section 3): Ollama's own `/v1` layer, behind the queue.
+
+Chat and completions are queued exactly like `/api/chat` and passed to the target's `/v1`
+endpoints, their SSE lines relayed as they come; models come from the poller's inventory;
+embeddings take the embeddings bypass. Errors foreman raises itself use the OpenAI shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from foreman.errors import ForemanError
+from foreman.handlers.base import dump
+from foreman.handlers.inventory import TagsHandler
+from foreman.handlers.ollama import GenerationHandler
+from foreman.jobs import Submission, parse_openai
+
+_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+
+
+def openai_error(message: str, status: int) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": None, "code": None}}
+
+
+class OpenAIGenerationHandler(GenerationHandler):
+    """POST /v1/chat/completions and /v1/completions: queued jobs, like /api/chat."""
+
+    def submission(self) -> Submission:
+        return parse_openai(self.endpoint, self.body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, ForemanError):
+            super().write_error(status_code, **kwargs)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(dump(openai_error(exc.message, status_code)))
+
+
+class ModelsHandler(TagsHandler):
+    """GET /v1/models: the inventory in OpenAI's shape (`data` is null when empty, as Ollama)."""
+
+    async def get(self) -> None:
+        tags = await self._tags()
+        data = []
+        for model in tags.data.get("models") or []:
+            data.append(
+                {
+                    "id": model.get("model") or model.get("name"),
+                    "object": "model",
+                    "created": _unix(model.get("modified_at")),
+                    "owned_by": "library",
+                }
+            )
+        self.set_header("Content-Type", "application/json")
+        self.finish(dump({"object": "list", "data": data or None}))
+
+
+def _unix(stamp: Any) -> int:
+    try:
+        return int(datetime.fromisoformat(str(stamp)).timestamp())
+    except ValueError:
+        return 0
