@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     # "foreman" on PyPI is an unrelated project; the import package stays `foreman`.
@@ -12,7 +12,7 @@ setup(
     long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["foreman", "foreman.handlers", "foreman.simulator", "foreman.store", "statemachine"],
+    packages=find_packages(include=["foreman", "foreman.*", "statemachine"]),
     install_requires=[
         "tornado>=6.6",
         "aiosqlite>=0.20",

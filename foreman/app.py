@@ -10,7 +10,7 @@ from tornado.web import Application, RequestHandler
 
 from foreman.handlers.base import NotFoundHandler
 from foreman.handlers.embed import EmbedHandler
-from foreman.handlers.health import HealthHandler
+from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.jobs import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
@@ -37,6 +37,7 @@ def make_app(services: Services) -> Application:
         (r"/v1/models", ModelsHandler, deps),
         (r"/v1/embeddings", EmbedHandler, deps),
         (r"/healthz", HealthHandler, deps),
+        (r"/metrics", MetricsHandler, deps),
         (r"/jobs", JobsHandler, deps),
         (r"/jobs/([0-9A-Za-z]+)", JobHandler, deps),
         (r"/jobs/([0-9A-Za-z]+)/artifacts/([\w.-]+)", ArtifactHandler, deps),
@@ -47,13 +48,17 @@ def make_app(services: Services) -> Application:
         default_handler_args=deps,
         compress_response=False,  # Ollama never compresses
         serve_traceback=False,
-        log_function=log_request,
+        log_function=lambda handler: log_request(handler, services),
     )
 
 
-def log_request(handler: RequestHandler) -> None:
-    """The access log line, with the job id; formatted only when the level is enabled."""
+def log_request(handler: RequestHandler, services: Services) -> None:
+    """The access log line, with the job id (formatted only when the level is enabled); and
+    the request's duration for /metrics."""
     status = handler.get_status()
+    services.metrics.request_duration.labels(type(handler).__name__, handler.request.method or "", str(status)).observe(
+        handler.request.request_time()
+    )
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
         job = handler._headers.get("X-Foreman-Job-Id", "-")

@@ -17,6 +17,7 @@ from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
 from foreman.lock import DatabaseLock
+from foreman.metrics import Metrics
 from foreman.poller import Poller
 from foreman.service import JobService
 from foreman.services import Services
@@ -84,7 +85,8 @@ class Daemon:
             for pool_size in (8, 16)  # embeddings get a pool of their own (ADR 0013)
         )
         poller = Poller(target, settings.poll_interval)
-        jobs = JobService(store)
+        metrics = Metrics()
+        jobs = JobService(store, metrics)
         worker = Worker(settings, jobs, target, poller)
         webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
         deliverer = Deliverer(settings, store, webhooks)
@@ -101,8 +103,10 @@ class Daemon:
             webhooks=webhooks,
             deliverer=deliverer,
             sweeper=Sweeper(store, settings.job_ttl),
+            metrics=metrics,
             started_at=time.time(),
         )
+        metrics.bind(services)
         await jobs.recover()
         server = HTTPServer(
             make_app(services),

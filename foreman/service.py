@@ -17,6 +17,7 @@ from typing import Protocol
 from foreman.clock import new_id, now
 from foreman.errors import Unavailable
 from foreman.jobs import Job, Submission, new_job
+from foreman.metrics import Metrics
 from foreman.store import Store
 from foreman.target import Exchange
 from statemachine import TERMINAL, Change, JobFlow, Lifecycle, State, Trigger
@@ -85,8 +86,9 @@ class Running:
 
 
 class JobService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: Metrics) -> None:
         self.store = store
+        self.metrics = metrics
         self.lifecycle = Lifecycle(self)
         self.running: Running | None = None
         self._callers: dict[str, Caller] = {}
@@ -121,6 +123,7 @@ class JobService:
 
     def notify(self, change: Change) -> None:
         log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
+        self.metrics.transitions.labels(change.dest.value).inc()
         if change.job_id in self._hooked:
             self._wake_deliverer()
             if change.dest in TERMINAL:
@@ -146,6 +149,7 @@ class JobService:
             # Attach before the row exists, so the worker never sees a sync job without its caller.
             caller.job_id = job.id
             self._callers[job.id] = caller
+            self.metrics.transitions.labels(State.QUEUED.value).inc()
             if self._offer(job):
                 return job.id
         try:
@@ -157,6 +161,8 @@ class JobService:
             self._callers.pop(job.id, None)
             raise
         if job_id == job.id:
+            if caller is None:
+                self.metrics.transitions.labels(State.QUEUED.value).inc()
             log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
             if job.webhook_url:
                 self._hooked.add(job.id)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from foreman.config import Settings
 from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
+from foreman.metrics import Metrics
 from foreman.poller import Poller
 from foreman.service import JobService
 from foreman.store import Store
@@ -29,4 +30,5 @@ class Services:
     webhooks: WebhookClient
     deliverer: Deliverer
     sweeper: Sweeper
+    metrics: Metrics
     started_at: float

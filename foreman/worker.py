@@ -195,6 +195,8 @@ class Worker:
             return
         run = Running(job=job, flow=flow, caller=caller)
         self.service.running = run
+        metrics = self.service.metrics
+        metrics.queue_wait.observe(max(0.0, run.started - job.created_at))
         try:
             await self._execute(run, new)
         except TargetUnreachable as exc:
@@ -221,6 +223,7 @@ class Worker:
             self.service.running = None
             if flow.current in TERMINAL:
                 self.service.detach(job.id)
+                metrics.job_duration.labels(job.endpoint, flow.state).observe(now() - run.started)
 
     async def _execute(self, run: Running, new: bool) -> None:
         job = run.job

@@ -1,8 +1,10 @@
-"""GET /healthz: is foreman alive, and how does it see the target (open without a token)."""
+"""GET /healthz (is foreman alive, how does it see the target; open without a token) and GET /metrics."""
 
 from __future__ import annotations
 
 import time
+
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from foreman.clock import iso, now
 from foreman.handlers.base import BaseHandler
@@ -40,3 +42,11 @@ class HealthHandler(BaseHandler):
                 "uptime_s": round(time.time() - services.started_at, 3),
             }
         )
+
+
+class MetricsHandler(BaseHandler):
+    """GET /metrics: Prometheus text format (guarded by the token like every endpoint but /healthz)."""
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(await self.services.metrics.render(self.services))

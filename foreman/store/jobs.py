@@ -219,6 +219,12 @@ class JobQueries(Database):
         )
         return [Artifact(*r) for r in rows]
 
+    async def queued_by_model(self) -> list[tuple[str, int]]:
+        rows = await self._read(
+            "SELECT model, COUNT(*) FROM jobs INDEXED BY jobs_queued_model WHERE state = 'queued' GROUP BY model"
+        )
+        return [(str(r[0]), int(r[1])) for r in rows]
+
     async def queued_models(self) -> list[tuple[str, str]]:
         """(id, model) of every queued job, in arrival order (for queue positions)."""
         rows = await self._read("SELECT id, model FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq")
