@@ -25,6 +25,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "setuptools>=70.1",
             "pytest-asyncio>=0.24",
             "pytest-timeout>=2.3",
             "ollama>=0.6",

@@ -204,6 +204,8 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
     webhook = data.pop("state_webhook_url", None)
     if webhook is not None and not isinstance(webhook, str):
         raise BadRequest("state_webhook_url must be a string")
+    if not data.get("model"):
+        raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (CONTRACT section 3)
     model, kind = _model_and_kind(endpoint, data)
     data["stream"] = True
     data.setdefault("keep_alive", keep_alive_value(keep_alive))

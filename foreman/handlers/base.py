@@ -132,6 +132,10 @@ class BodyHandler(BaseHandler):
     """
 
     def check_token(self) -> None:
+        has_body = self.request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.request.headers
+        if not has_body:
+            super().check_token()  # nothing to wait for: refuse now (GET /jobs, HEAD, ...)
+            return
         try:
             super().check_token()
         except ForemanError as exc:
