@@ -9,6 +9,7 @@ import sys
 
 from foreman import __version__
 from foreman.config import add_flags, load_settings
+from foreman.console import add_commands, run
 from foreman.errors import ConfigError
 
 log = logging.getLogger("foreman")
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     add_flags(serve)
     commands.add_parser("simulate", help="run a simulated Ollama (try-outs, tests, benchmarks)", add_help=False)
+    add_commands(commands)
     return parser
 
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    return 2
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ class HealthHandler(BaseHandler):
                 "embed_model": services.settings.embed_model,
                 "swaps": worker.swaps,
                 "queue": await services.store.count_by_state(),
+                "queue_by_model": dict(await services.store.queued_by_model()),
                 "running": None
                 if running is None
                 else {

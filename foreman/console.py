@@ -1,0 +1,338 @@
+"""The operator's commands: `status`, `jobs ...` and `webhook verify` (CONTRACT section 7).
+
+They talk HTTP to a running foreman (stdlib urllib: a CLI needs no event loop), print
+plain text that reads well in a terminal and survives a pipe, or JSON with `--json`.
+`--url`/`--token` default to FOREMAN_URL/FOREMAN_TOKEN (else the FOREMAN_LISTEN address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from foreman.webhook_client import signature_headers
+
+EXIT_OK, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
+
+
+class Unreachable(Exception):
+    """foreman did not answer."""
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                return resp.status, _decode(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _decode(exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unreachable(f"foreman at {self.url} did not answer: {reason}") from None
+
+
+def _decode(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+def default_url() -> str:
+    if os.environ.get("FOREMAN_URL"):
+        return os.environ["FOREMAN_URL"]
+    host, _, port = (os.environ.get("FOREMAN_LISTEN") or "127.0.0.1:8080").rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
+    return f"http://{host}:{port}"
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=None, help="foreman's base URL (default: $FOREMAN_URL)")
+    common.add_argument("--token", default=None, help="bearer token (default: $FOREMAN_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    status = commands.add_parser("status", parents=[common], help="how foreman and its target are doing")
+    status.set_defaults(run=cmd_status)
+
+    jobs = commands.add_parser("jobs", help="the job API from the command line")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", parents=[common], help="newest jobs first")
+    listing.add_argument("--state")
+    listing.add_argument("--model")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=cmd_jobs_list)
+    show = actions.add_parser("show", parents=[common], help="one job, whole")
+    show.add_argument("job_id")
+    show.add_argument("--wait", type=float, help="wait up to this many seconds for it to end")
+    show.set_defaults(run=cmd_jobs_show)
+    cancel = actions.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(run=cmd_jobs_cancel)
+    submit = actions.add_parser("submit", parents=[common], help="submit a chat/generate payload from FILE (- = stdin)")
+    submit.add_argument("file")
+    submit.add_argument("--webhook", help="state_webhook_url for the job")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--wait", type=float, help="wait up to this many seconds and print the finished job")
+    submit.set_defaults(run=cmd_jobs_submit)
+
+    webhook = commands.add_parser("webhook", help="webhook tools")
+    tools = webhook.add_subparsers(dest="action", required=True)
+    verify = tools.add_parser("verify", help="check a saved delivery's signatures against the secret")
+    verify.add_argument("file", help='a saved delivery: JSON {"headers": {...}, "body": "<raw body>"}')
+    verify.add_argument("--secret", default=None, help="the webhook_secret (default: $FOREMAN_WEBHOOK_SECRET)")
+    verify.add_argument(
+        "--tolerance", type=float, default=None, help="also refuse a timestamp older than this many seconds"
+    )
+    verify.set_defaults(run=cmd_webhook_verify)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return int(args.run(args))
+    except Unreachable as exc:
+        print(f"foreman: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url or default_url(), args.token or os.environ.get("FOREMAN_TOKEN") or None)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        _, health = client.call("GET", "/healthz")
+    except Unreachable as exc:
+        if args.json:
+            _print_json({"reachable": False, "url": client.url, "error": str(exc)})
+        else:
+            print(f"foreman {client.url}  UNREACHABLE  {exc}")
+        return EXIT_UNREACHABLE
+    ps_status, ps = client.call("GET", "/api/ps")
+    jobs_status, recent = client.call("GET", "/jobs?limit=5")
+    report = {
+        "reachable": True,
+        "url": client.url,
+        "health": health,
+        "resident": ps.get("models", []) if ps_status == 200 and isinstance(ps, dict) else None,
+        "last_jobs": recent.get("jobs", []) if jobs_status == 200 and isinstance(recent, dict) else None,
+    }
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_status(report))
+    return EXIT_DEGRADED if health.get("degraded") else EXIT_OK
+
+
+def render_status(report: dict[str, Any]) -> str:
+    health = report["health"]
+    now = time.time()
+    target = "unreachable (degraded)" if health.get("degraded") else "reachable"
+    polled = _ago(health.get("last_poll_at"), now)
+    lines = [
+        f"foreman {report['url']}  {'DEGRADED' if health.get('degraded') else 'ok'}",
+        f"target     {health.get('target')}  {target}, last good poll {polled}",
+    ]
+    if health.get("degraded") and health.get("last_error"):
+        lines.append(f"           {health['last_error']}")
+    resident = report.get("resident")
+    if resident is None:
+        lines.append("resident   (not available: /api/ps refused)")
+    else:
+        shown = [f"{m.get('model') or m.get('name')} ({_expiry(m.get('expires_at'), now)})" for m in resident]
+        lines.append(f"resident   {', '.join(shown) or 'none'}")
+    lines.append(f"installed  {health.get('installed_models', '?')} models")
+    queue = health.get("queue") or {}
+    by_model = health.get("queue_by_model") or {}
+    models = ", ".join(f"{m} {n}" for m, n in by_model.items())
+    lines.append(
+        "queue      "
+        + " · ".join(f"{state} {queue.get(state, 0)}" for state in ("queued", "loading", "working"))
+        + (f"   by model: {models}" if models else "")
+    )
+    running = health.get("running")
+    if running:
+        lines.append(
+            f"running    {running['job_id']}  {running['model']}  {running['state']}  {running['elapsed_s']:.1f}s"
+        )
+    else:
+        lines.append("running    nothing")
+    lines.append(
+        f"swaps      {health.get('swaps', 0)} since start, resident worker model "
+        f"{health.get('resident_model') or 'none'}"
+    )
+    jobs = report.get("last_jobs")
+    if jobs:
+        for i, job in enumerate(jobs):
+            label = "last jobs  " if i == 0 else "           "
+            lines.append(f"{label}{job['job_id']}  {job['state']:<9} {job['model']:<24} {_ago(job['updated_at'], now)}")
+    return "\n".join(lines)
+
+
+def _parse_time(stamp: Any) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _ago(stamp: Any, now: float) -> str:
+    at = _parse_time(stamp)
+    return "never" if at is None else f"{_span(now - at)} ago"
+
+
+def _expiry(stamp: Any, now: float) -> str:
+    at = _parse_time(stamp)
+    if at is None:
+        return "expiry unknown"
+    if at - now > 100 * 365 * 86400:
+        return "forever"
+    return f"expires in {_span(at - now)}" if at > now else "expiring"
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    query = [f"limit={args.limit}"] + [f"{k}={v}" for k, v in (("state", args.state), ("model", args.model)) if v]
+    status, body = _client(args).call("GET", "/jobs?" + "&".join(query))
+    if status != 200:
+        return _failed(status, body)
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    now = time.time()
+    for job in body["jobs"]:
+        created = _ago(job["created_at"], now)
+        print(f"{job['job_id']}  {job['state']:<9} {job['model']:<24} {job['endpoint']:<22} {created}")
+    return EXIT_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    suffix = f"?wait={args.wait}" if args.wait else ""
+    status, body = _client(args).call("GET", f"/jobs/{args.job_id}{suffix}")
+    if status != 200:
+        return _failed(status, body)
+    _print_json(body)
+    return EXIT_OK
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    status, body = _client(args).call("DELETE", f"/jobs/{args.job_id}")
+    if status != 200:
+        return _failed(status, body)
+    if args.json:
+        _print_json(body)
+    else:
+        print(f"{body['job_id']}  {body['state']}")
+    return EXIT_OK
+
+
+def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        with open(args.file, "rb") as fh:
+            raw = fh.read()
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        print(f"foreman: {args.file} is not JSON: {exc}", file=sys.stderr)
+        return EXIT_DEGRADED
+    if args.webhook:
+        payload["state_webhook_url"] = args.webhook
+    headers = {"Content-Type": "application/json"}
+    if args.idempotency_key:
+        headers["Idempotency-Key"] = args.idempotency_key
+    client = _client(args)
+    status, body = client.call("POST", "/jobs", json.dumps(payload).encode(), headers)
+    if status != 202:
+        return _failed(status, body)
+    if args.wait:
+        status, body = client.call("GET", f"/jobs/{body['job_id']}?wait={args.wait}")
+        _print_json(body)
+    elif args.json:
+        _print_json(body)
+    else:
+        print(body["job_id"])
+    return EXIT_OK
+
+
+def _failed(status: int, body: Any) -> int:
+    error = body.get("error") if isinstance(body, dict) else body
+    print(f"foreman: {status} {error}", file=sys.stderr)
+    return EXIT_DEGRADED
+
+
+# --- webhook verify -----------------------------------------------------------------------------
+
+
+def cmd_webhook_verify(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("FOREMAN_WEBHOOK_SECRET")
+    if not secret:
+        print("foreman: no secret (--secret or FOREMAN_WEBHOOK_SECRET)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    with open(args.file, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    headers = {k.lower(): str(v) for k, v in (saved.get("headers") or {}).items()}
+    body = saved.get("body", "")
+    raw = body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
+    problems = verify_delivery(secret, headers, raw, args.tolerance)
+    for problem in problems:
+        print(f"INVALID  {problem}")
+    if not problems:
+        print(f"valid    webhook-id {headers.get('webhook-id')}")
+    return EXIT_OK if not problems else EXIT_DEGRADED
+
+
+def verify_delivery(secret: str, headers: dict[str, str], body: bytes, tolerance: float | None) -> list[str]:
+    """What is wrong with a delivery's signatures (nothing: an empty list)."""
+    problems = []
+    event_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
+    if not event_id or not stamp.isdigit():
+        return ["webhook-id or webhook-timestamp missing"]
+    expected = signature_headers(secret, event_id, int(stamp), body)
+    given = headers.get("webhook-signature", "").split()
+    if not any(hmac.compare_digest(sig, expected["webhook-signature"]) for sig in given):
+        problems.append("webhook-signature does not match the body and secret")
+    if not hmac.compare_digest(headers.get("x-foreman-signature", ""), expected["X-Foreman-Signature"]):
+        problems.append("X-Foreman-Signature does not match the body and secret")
+    if tolerance is not None and abs(time.time() - int(stamp)) > tolerance:
+        problems.append(f"webhook-timestamp is more than {tolerance:g}s away from now")
+    return problems
