@@ -20,18 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any
 
 import aiohttp
+from pair import percentile, proc_cpu_seconds, proc_memory_mib, running_pair
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELLO = [{"role": "user", "content": "hello there"}]
 
 TARGETS = {  # issue #2: foreman / direct, same run
@@ -39,45 +34,6 @@ TARGETS = {  # issue #2: foreman / direct, same run
     "stream_chunks_per_s": (">=", 0.5),
     "small_p50": ("<=", 6.0),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_memory_mib(pid: int) -> dict[str, float]:
-    values = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024
-    return values
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def ttfb(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
@@ -169,48 +125,16 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
-    sim_port, foreman_port = free_port(), free_port()
-    tmp = tempfile.TemporaryDirectory()
-    log = open(os.path.join(tmp.name, "foreman.log"), "wb")  # noqa: SIM115 - closed in finally
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{sim_port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    foreman = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "serve"],  # default settings and log level
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env={
-            **env,
-            "FOREMAN_OLLAMA_URL": f"http://127.0.0.1:{sim_port}",
-            "FOREMAN_LISTEN": f"127.0.0.1:{foreman_port}",
-            "FOREMAN_DB_PATH": os.path.join(tmp.name, "b.db"),
-        },
-    )
-    try:
-        wait_port(sim_port)
-        wait_port(foreman_port)
+    with running_pair() as pair:
         time.sleep(1.0)
-        idle = proc_memory_mib(foreman.pid)["VmRSS"]
-        result = asyncio.run(
-            run_rounds(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{foreman_port}", foreman.pid, args)
-        )
-        result["foreman_memory_mib"] = {"idle_rss": idle, "peak_rss": proc_memory_mib(foreman.pid)["VmHWM"]}
-        result["settings"] = vars(args)
-        report(result)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(result, fh, indent=2)
-    finally:
-        for proc in (foreman, sim):
-            proc.terminate()
-            proc.wait()
-        log.close()
-        tmp.cleanup()
+        idle = proc_memory_mib(pair.foreman_pid)["VmRSS"]
+        result = asyncio.run(run_rounds(pair.sim_url, pair.foreman_url, pair.foreman_pid, args))
+        result["foreman_memory_mib"] = {"idle_rss": idle, "peak_rss": proc_memory_mib(pair.foreman_pid)["VmHWM"]}
+    result["settings"] = vars(args)
+    report(result)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,13 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_face import ROOT, free_port, percentile, proc_memory_mib, wait_port
+from pair import ROOT, percentile, proc_memory_mib, running_pair
 
 sys.path.insert(0, ROOT)
 from foreman.store.jobs import _NEXT_ANY, _NEXT_FOR_MODEL  # the worker's own queries
@@ -105,40 +103,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
-    sim_port, foreman_port = free_port(), free_port()
-    tmp = tempfile.TemporaryDirectory()
-    db = os.path.join(tmp.name, "q.db")
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{sim_port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    log = open(os.path.join(tmp.name, "foreman.log"), "wb")  # noqa: SIM115 - closed in finally
-    foreman = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "serve"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env={
-            **env,
-            "FOREMAN_OLLAMA_URL": f"http://127.0.0.1:{sim_port}",
-            "FOREMAN_LISTEN": f"127.0.0.1:{foreman_port}",
-            "FOREMAN_DB_PATH": db,
-        },
-    )
-    sim_url, url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{foreman_port}"
-    try:
-        wait_port(sim_port)
-        wait_port(foreman_port)
+    with running_pair() as pair:
         time.sleep(1.0)  # the first poll has the inventory
-        empty_pick = pick_cost_us(db)
-        idle_rss = proc_memory_mib(foreman.pid)["VmRSS"]
-        blocker = asyncio.run(block(url, sim_url))
-        latencies = asyncio.run(burst(url, args.jobs, args.concurrency))
-        full_pick = pick_cost_us(db)
-        peak = proc_memory_mib(foreman.pid)["VmHWM"]
+        empty_pick = pick_cost_us(pair.db_path)
+        idle_rss = proc_memory_mib(pair.foreman_pid)["VmRSS"]
+        blocker = asyncio.run(block(pair.foreman_url, pair.sim_url))
+        latencies = asyncio.run(burst(pair.foreman_url, args.jobs, args.concurrency))
+        full_pick = pick_cost_us(pair.db_path)
+        peak = proc_memory_mib(pair.foreman_pid)["VmHWM"]
         first, last = latencies[: args.window], latencies[-args.window :]
         print(f"{args.jobs} jobs submitted with {args.concurrency} clients behind a busy worker (all stay queued)")
         print(
@@ -151,15 +123,9 @@ def main() -> None:
         )
         print(f"next-job pick: {empty_pick:.1f} µs with an empty queue, {full_pick:.1f} µs with {args.jobs} queued")
         print(f"foreman RSS: idle {idle_rss:.1f} MiB, peak {peak:.1f} MiB")
-        drained = asyncio.run(drain(url, sim_url, blocker, timeout=600))
+        drained = asyncio.run(drain(pair.foreman_url, pair.sim_url, blocker, timeout=600))
         rate = args.jobs / drained
         print(f"drained {args.jobs} jobs in {drained:.1f} s once the blocker was cancelled ({rate:.0f} jobs/s)")
-    finally:
-        for proc in (foreman, sim):
-            proc.terminate()
-            proc.wait()
-        log.close()
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

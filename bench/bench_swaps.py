@@ -20,15 +20,13 @@ import itertools
 import json
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_face import ROOT, free_port, wait_port
+from pair import running_pair
 
 MODELS = ("llama3.2", "qwen3", "mistral")
 
@@ -92,64 +90,27 @@ def main() -> None:
     rng = random.Random(args.seed)
     order = [rng.choice(MODELS) for _ in range(args.jobs)]
 
-    sim_port, foreman_port = free_port(), free_port()
-    tmp = tempfile.TemporaryDirectory()
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    sim_args = [
-        "--listen",
-        f"127.0.0.1:{sim_port}",
-        "--load-delay",
-        str(args.load_delay),
-        "--max-loaded",
-        "1",
-        "--models",
-        ",".join(MODELS),
-    ]
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "simulate", *sim_args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
-    )
-    log = open(os.path.join(tmp.name, "foreman.log"), "wb")  # noqa: SIM115 - closed in finally
-    foreman = subprocess.Popen(
-        [sys.executable, "-m", "foreman", "serve"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env={
-            **env,
-            "FOREMAN_OLLAMA_URL": f"http://127.0.0.1:{sim_port}",
-            "FOREMAN_LISTEN": f"127.0.0.1:{foreman_port}",
-            "FOREMAN_DB_PATH": os.path.join(tmp.name, "b.db"),
-        },
-    )
-    try:
-        wait_port(sim_port)
-        wait_port(foreman_port)
+    sim_args = ("--load-delay", str(args.load_delay), "--max-loaded", "1", "--models", ",".join(MODELS))
+    with running_pair(sim_args) as pair:
 
         async def run() -> tuple[dict[str, float], dict[str, float]]:
             timeout = aiohttp.ClientTimeout(total=None)
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                sim_url, foreman_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{foreman_port}"
-                ours = await through_foreman(session, sim_url, foreman_url, order)
-                fifo = await direct_fifo(session, sim_url, order)
+                ours = await through_foreman(session, pair.sim_url, pair.foreman_url, order)
+                fifo = await direct_fifo(session, pair.sim_url, order)
                 return ours, fifo
 
         ours, fifo = asyncio.run(run())
-        changes = sum(1 for a, b in itertools.pairwise(order) if a != b)
-        print(
-            f"{args.jobs} jobs over {len(MODELS)} models, seed {args.seed}, load delay {args.load_delay:g}s, "
-            f"{changes} model changes in arrival order"
-        )
-        print(f"{'':18} {'swaps':>6} {'total s':>9}")
-        print(f"{'foreman (drain)':18} {ours['swaps']:6.0f} {ours['seconds']:9.1f}")
-        print(f"{'direct (FIFO)':18} {fifo['swaps']:6.0f} {fifo['seconds']:9.1f}")
-        print(f"time ratio foreman/direct: {ours['seconds'] / fifo['seconds']:.3f}")
-    finally:
-        for proc in (foreman, sim):
-            proc.terminate()
-            proc.wait()
-        log.close()
-        tmp.cleanup()
+    changes = sum(1 for a, b in itertools.pairwise(order) if a != b)
+    print(
+        f"{args.jobs} jobs over {len(MODELS)} models, seed {args.seed}, load delay {args.load_delay:g}s, "
+        f"{changes} model changes in arrival order"
+    )
+    print(f"{'':18} {'swaps':>6} {'total s':>9}")
+    print(f"{'foreman (drain)':18} {ours['swaps']:6.0f} {ours['seconds']:9.1f}")
+    print(f"{'direct (FIFO)':18} {fifo['swaps']:6.0f} {fifo['seconds']:9.1f}")
+    print(f"time ratio foreman/direct: {ours['seconds'] / fifo['seconds']:.3f}")
 
 
 if __name__ == "__main__":

@@ -208,3 +208,18 @@ async def receiver() -> AsyncIterator[Receiver]:
     await hook.start()
     yield hook
     await hook.stop()
+
+
+async def wait_healthy(http: aiohttp.ClientSession, url: str, timeout: float = 15.0) -> None:
+    """A foreman in another process has no event to wait on: ask /healthz every 100 ms."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with http.get(url + "/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"foreman at {url} never became healthy")
+        await asyncio.sleep(0.1)

@@ -15,7 +15,7 @@ import pytest
 
 from foreman.server import Daemon
 from foreman.simulator import Fault, Simulator
-from tests.conftest import OllamaFactory, SpawnForeman, StartForeman, free_port, read_db
+from tests.conftest import OllamaFactory, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
 
 HELLO = [{"role": "user", "content": "hello there"}]
 NO_STREAM = {"model": "llama3.2", "messages": HELLO, "stream": False}
@@ -166,17 +166,3 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
-
-
-async def wait_healthy(http: aiohttp.ClientSession, url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with http.get(url + "/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"foreman at {url} never became healthy")
-        await asyncio.sleep(0.1)

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import hmac
 import signal
-import time
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from foreman.simulator import Simulator
 from foreman.webhook_client import signing_key
-from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db
+from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
 
 HELLO = [{"role": "user", "content": "hello there"}]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -175,17 +174,3 @@ async def test_kill_9_while_working_and_after_done_before_delivery(
             assert states[-1] == "done" and states[0] == "queued"
     finally:
         await receiver.stop()
-
-
-async def wait_healthy(http: aiohttp.ClientSession, url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with http.get(url + "/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"foreman at {url} never became healthy")
-        await asyncio.sleep(0.1)
