@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from foreman.server import Daemon
 from foreman.simulator import Simulator
 from foreman.webhook_client import signing_key
 from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
@@ -26,6 +27,16 @@ async def submit(http: aiohttp.ClientSession, url: str, hook: str, **extra: Any)
     async with http.post(url + "/jobs", json=body) as resp:
         assert resp.status == 202, await resp.text()
         return str((await resp.json())["job_id"])
+
+
+async def settled(foreman: Daemon, job_id: str) -> list[dict[str, Any]]:
+    """The job's outbox rows once each is delivered or given up (no event to wait on: look every 10 ms)."""
+    for _ in range(500):
+        events = await foreman.services.store.events(job_id)
+        if events and all(e["delivered_at"] is not None or e["given_up_at"] is not None for e in events):
+            return events
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the events of job {job_id} never settled")
 
 
 def verify(delivery: dict[str, Any]) -> None:
@@ -81,6 +92,7 @@ async def test_500_500_200_is_exactly_three_attempts(
         verify(delivery)
         assert abs(int(delivery["headers"]["webhook-timestamp"]) - delivery["at"]) < 2
     assert [e["state"] for e in receiver.accepted()] == STATES
+    await settled(foreman, job_id)  # the receiver's 200 reaches the database a moment later
     rows = read_db(
         foreman.services.settings.db_path,
         "SELECT state, attempts, delivered_at IS NOT NULL FROM events WHERE job_id = ? ORDER BY seq",
@@ -119,11 +131,7 @@ async def test_410_gone_stops_deliveries_to_that_url(
     job_id = await submit(http, foreman.url, receiver.url)
     async with http.get(f"{foreman.url}/jobs/{job_id}?wait=10") as resp:
         assert (await resp.json())["state"] == "done"
-    for _ in range(200):  # the outbox rows have no event to wait on: look every 10 ms
-        events = await foreman.services.store.events(job_id)
-        if all(e["given_up_at"] is not None for e in events):
-            break
-        await asyncio.sleep(0.01)
+    events = await settled(foreman, job_id)
     assert all(e["given_up_at"] is not None and e["delivered_at"] is None for e in events)
     assert [d["status"] for d in receiver.deliveries] == [410]  # nothing sent after the 410
 

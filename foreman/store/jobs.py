@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
@@ -120,25 +120,23 @@ class JobQueries(Database):
         Nobody else can have moved a job that is not in the database yet, so its transitions
         fold into one insert instead of an insert and an update each.
         """
-        job = new
-        events: list[tuple[Job, State | None, Change | None, float]] = [(job, None, None, job.created_at)]
+        row = {name: getattr(new, name) for name in _JOB_FIELDS[1:]}
+        source = EventSource(new.id, new.state, new.model, new.attempt, new.error, new.webhook_url)
+        events = [self._event_row(source, None, None, new.created_at)]
         for change in changes:
             unknown = set(change.fields) - _UPDATABLE
             if unknown:
                 raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
-            if change.job_id != job.id or change.source.value != job.state:
+            if change.job_id != new.id or change.source.value != row["state"]:
                 raise _StaleBatch
             ts = now()
-            job = replace(job, state=change.dest.value, updated_at=ts, **change.fields)
-            events.append((job, change.source, change, ts))
-        db.execute(_INSERT_JOB, _job_values(job))
+            row.update(change.fields, state=change.dest.value, updated_at=ts)
+            source = source._replace(state=row["state"], attempt=row["attempt"], error=row["error"])
+            events.append(self._event_row(source, change.source, change, ts))
+        db.execute(_INSERT_JOB, tuple(row.values()))
         for change in changes:
             self._insert_artifacts(db, change)
-        rows = []
-        for state, previous, by, ts in events:
-            source = EventSource(state.id, state.state, state.model, state.attempt, state.error, state.webhook_url)
-            rows.append(self._event_row(source, previous, by, ts))
-        db.executemany(_INSERT_EVENT, rows)
+        db.executemany(_INSERT_EVENT, events)
 
     def _apply_change(self, db: sqlite3.Connection, change: Change) -> bool:
         unknown = set(change.fields) - _UPDATABLE
@@ -160,6 +158,8 @@ class JobQueries(Database):
     @staticmethod
     def _insert_artifacts(db: sqlite3.Connection, change: Change) -> None:
         artifacts: Iterable[Artifact] = change.extra.get("artifacts", ())
+        if not artifacts:
+            return
         db.executemany(
             "INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data) VALUES (?, ?, ?, ?)",
             [(change.job_id, a.name, a.content_type, a.data) for a in artifacts],
