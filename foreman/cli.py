@@ -8,7 +8,7 @@ import logging
 import sys
 
 from foreman import __version__
-from foreman.config import add_flags, load_settings
+from foreman.config import add_flags, load_settings, unknown_variables
 from foreman.console import add_commands, run
 from foreman.errors import ConfigError
 
@@ -47,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"foreman: configuration error: {exc}", file=sys.stderr)
         return 2
+    for name in unknown_variables():
+        log.warning("%s is not a foreman setting and is ignored (a typo?)", name)
     from foreman.lock import DatabaseBusy
     from foreman.server import run_until_signalled
 

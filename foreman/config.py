@@ -268,3 +268,14 @@ def load_settings(
     if settings.retry_backoff > settings.retry_backoff_max:
         raise ConfigError("retry_backoff", "must not exceed retry_backoff_max")
     return settings
+
+
+# FOREMAN_* variables that are not settings but are still ours (the CLI's, the YAML path).
+_OTHER_VARIABLES = frozenset({"FOREMAN_CONFIG", "FOREMAN_URL"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """FOREMAN_* variables that name no setting: most likely typos, worth a warning."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(key) for key in FIELDS} | _OTHER_VARIABLES
+    return sorted(name for name in environ if name.startswith("FOREMAN_") and name not in known)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from foreman.config import FIELDS, load_settings, parse_duration, parse_size
+from foreman.config import FIELDS, load_settings, parse_duration, parse_size, unknown_variables
 from foreman.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +120,8 @@ def test_readme_table_lists_every_setting() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [key for key in FIELDS if f"| `{key}` |" not in text]
     assert not missing, f"README.md settings table lacks {missing}"
+
+
+def test_unknown_foreman_variables_are_named() -> None:
+    environ = {"FOREMAN_OLAMA_URL": "x", "FOREMAN_OLLAMA_URL": "y", "FOREMAN_URL": "z", "HOME": "/"}
+    assert unknown_variables(environ) == ["FOREMAN_OLAMA_URL"]
