@@ -5,7 +5,7 @@ This package knows nothing of SQLite or HTTP: persistence comes in through the
 PyPI package python-statemachine, which foreman never depends on.)
 """
 
-from statemachine.machine import Change, JobFlow, Lifecycle, Sink, StaleState
+from statemachine.machine import Change, JobFlow, Lifecycle, Sink
 from statemachine.states import ACTIVE, TERMINAL, State
 from statemachine.table import TRANSITIONS, Trigger
 
@@ -17,7 +17,6 @@ __all__ = [
     "JobFlow",
     "Lifecycle",
     "Sink",
-    "StaleState",
     "State",
     "Trigger",
 ]

@@ -42,10 +42,6 @@ class Change:
     extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. artifacts, result
 
 
-class StaleState(Exception):
-    """The job was no longer in the state the transition starts from."""
-
-
 class Sink(Protocol):
     """Where transitions go: persistence first, then notification."""
 

@@ -7,6 +7,7 @@ stream does no per-token JSON encoding.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from .content import TOKEN_JSON, Plan
@@ -18,7 +19,7 @@ def token_literal(token: str) -> bytes:
     return literal if literal is not None else dumpb(token)
 
 
-class Format:
+class Format(ABC):
     """Native NDJSON lines; subclasses choose the chat or generate field names."""
 
     stream_content_type = NDJSON
@@ -31,26 +32,29 @@ class Format:
     def _line(self, middle: bytes) -> bytes:
         return b"".join((self._head, self.clock.created_at().encode(), middle))
 
-    def thinking(self, token: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def thinking(self, token: str) -> bytes: ...
 
-    def content(self, token: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def content(self, token: str) -> bytes: ...
 
-    def tools(self, calls: list[dict[str, Any]]) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def tools(self, calls: list[dict[str, Any]]) -> bytes: ...
 
+    @abstractmethod
     def final(self, plan: Plan, metrics: dict[str, int]) -> list[bytes]:
         """The closing line(s) of a stream."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def whole(self, plan: Plan, metrics: dict[str, int]) -> bytes:
         """The single body of a non-streamed reply."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def done_reply(self, reason: str) -> bytes:
         """The one-object answer to a load or unload request."""
-        raise NotImplementedError
+        ...
 
     def error_line(self, message: str) -> bytes:
         return dumpb({"error": message}) + b"\n"

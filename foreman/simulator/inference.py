@@ -8,6 +8,7 @@ metrics and the streamed or whole reply are common.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,9 @@ def thinking_enabled(think: bool | str | None, info: ModelInfo, model: str) -> b
 
 
 class GenerationHandler(SimHandler):
-    """Shared flow of every token-generating endpoint."""
+    """Shared flow of every token-generating endpoint; each subclass builds its own Job."""
 
-    def build_job(self) -> Job:
-        raise NotImplementedError
+    build_job: Callable[[], Job]
 
     async def post(self) -> None:
         await self.run(self.build_job())
