@@ -65,11 +65,15 @@ class BaseHandler(RequestHandler):
         if self._refused is None:
             self._body_parts.append(chunk)
 
-    @property
-    def body(self) -> bytes:
-        """The request body; raises the refusal of a request refused before its body arrived."""
+    def check_access(self) -> None:
+        """Raise the refusal of a request whose token was refused before its body arrived."""
         if self._refused is not None:
             raise self._refused
+
+    @property
+    def body(self) -> bytes:
+        """The request body (after `check_access`)."""
+        self.check_access()
         if self._body_parts:
             return b"".join(self._body_parts)
         return self.request.body or b""
@@ -125,17 +129,16 @@ class NotFoundHandler(BaseHandler):
 class BodyHandler(BaseHandler):
     """A handler whose request body streams in, so `max_body` is enforced before it is read.
 
-    A request refused for its token is answered after its (small) body has arrived, not
-    before: answering first makes Tornado close the connection under a client still
-    writing, which many clients report as a reset instead of the 401. An oversized body
-    is refused at once from its Content-Length, without reading it.
+    A request refused for its token is answered when its handler method runs (reading
+    `body`, or calling `check_access` first thing), not in `prepare`: Tornado answers a
+    streamed-body request refused in `prepare` and then closes the connection, under a
+    client still writing its body or about to reuse the connection, which clients
+    report as a reset instead of the 401. An oversized body is refused at once from its
+    Content-Length, without reading it. Every method of a BodyHandler must reach
+    `check_access` before answering (tests/test_packaging.py checks every operation).
     """
 
     def check_token(self) -> None:
-        has_body = self.request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.request.headers
-        if not has_body:
-            super().check_token()  # nothing to wait for: refuse now (GET /jobs, HEAD, ...)
-            return
         try:
             super().check_token()
         except ForemanError as exc:

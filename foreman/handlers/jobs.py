@@ -31,6 +31,7 @@ class JobsHandler(BodyHandler):
 
     async def get(self) -> None:
         """{"jobs": [...], "next": id | null}, newest first."""
+        self.check_access()
         state = self.get_query_argument("state", None)
         if state is not None and state not in {s.value for s in State}:
             raise BadRequest(f"unknown state {state!r}")
