@@ -93,11 +93,11 @@ class Deliverer:
                 if event.webhook_url in self._gone:
                     await self.store.give_up_url(event.webhook_url, now(), "the receiver answered 410 Gone")
                     return
-                await self.store.attempt_started(event.id, now() + self.backoff(attempt))
+                await self.store.attempt_started(event.seq, now() + self.backoff(attempt))
                 result = await self.client.deliver(event.webhook_url, event.id, event.payload)
                 if result.delivered:
                     self.delivered += 1
-                    await self.store.attempt_ended(event.id, now(), delivered=True, error=None, give_up=False)
+                    await self.store.attempt_ended(event.seq, now(), delivered=True, error=None, give_up=False)
                 elif result.gone:
                     self._gone.add(event.webhook_url)
                     count = await self.store.give_up_url(event.webhook_url, now(), "the receiver answered 410 Gone")
@@ -111,7 +111,7 @@ class Deliverer:
                     self.failed_attempts += 1
                     give_up = attempt >= self.settings.webhook_max_attempts
                     await self.store.attempt_ended(
-                        event.id, now(), delivered=False, error=result.error, give_up=give_up
+                        event.seq, now(), delivered=False, error=result.error, give_up=give_up
                     )
                     log.log(
                         logging.WARNING if give_up else logging.INFO,

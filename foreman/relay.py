@@ -8,6 +8,7 @@ stream (StreamClosedError) becomes `CallerGone`, which cancels the job.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from tornado.iostream import StreamClosedError
@@ -72,6 +73,19 @@ class HandlerCaller:
 
     def close(self) -> None:
         self._resolve()
+
+    @property
+    def answered(self) -> bool:
+        return self.done.done()
+
+    def abandon(self, message: str, status: int = 499) -> None:
+        """The job ended without an answer for this caller: tell it so, as Ollama would
+        (an error status before any byte, an error line after some)."""
+        body = json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False).encode()
+        if self._started:
+            self.end(body + b"\n")
+        else:
+            self.reply(status, [("Content-Type", "application/json; charset=utf-8")], body)
 
     def _finish(self, body: bytes) -> None:
         try:

@@ -107,7 +107,7 @@ class Daemon:
             started_at=time.time(),
         )
         metrics.bind(services)
-        await jobs.recover()
+        await jobs.recover(settings.max_attempts)
         server = HTTPServer(
             make_app(services),
             max_body_size=settings.max_body + 1,  # handlers answer 413 themselves first

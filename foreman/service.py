@@ -40,6 +40,7 @@ class Caller(Protocol):
 
     upstream_headers: dict[str, str]
     job_id: str | None
+    gone: bool
 
     @property
     def started(self) -> bool:
@@ -62,6 +63,15 @@ class Caller(Protocol):
 
     def close(self) -> None:
         """The job ended without an answer for this caller (it is gone)."""
+        ...
+
+    @property
+    def answered(self) -> bool:
+        """True once the caller's response is over (or it is gone)."""
+        ...
+
+    def abandon(self, message: str, status: int = 499) -> None:
+        """End the caller's response with an error: its job ended without an answer."""
         ...
 
 
@@ -119,7 +129,11 @@ class JobService:
     async def commit(self, new: Job | None, batch: list[Change]) -> bool:
         """Commit a worker's staged transitions (and the job itself when `new`): all or nothing."""
         durable = any(_visible(c) for c in batch) or (new is not None and not new.sync)
-        return await self.store.apply_batch(new, batch, durable)
+        if not await self.store.apply_batch(new, batch, durable):
+            return False
+        for change in batch:  # staged transitions are told only once they are on disk
+            self.notify(change)
+        return True
 
     def notify(self, change: Change) -> None:
         log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
@@ -187,30 +201,34 @@ class JobService:
 
         Returns the job as it stands afterwards (None if unknown).
         """
+        if self._cancel_running(job_id, reason):
+            return await self.store.get_job(job_id)
+        job = await self.store.get_job(job_id)
+        if job is not None and job.state == State.QUEUED.value:
+            with self.lifecycle.flow(job.id, State.QUEUED) as flow:
+                if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
+                    caller = self._callers.pop(job_id, None)
+                    if caller is not None:
+                        caller.abandon(f"job cancelled: {reason}")
+                    return await self.store.get_job(job_id)
+        self._cancel_running(job_id, reason)  # the worker took it meanwhile (or it was not a row yet)
+        return job if job is None else await self.store.get_job(job_id)
+
+    def _cancel_running(self, job_id: str, reason: str) -> bool:
         running = self.running
         if running is not None and running.job.id == job_id:
             running.cancel(reason)
-            return await self.store.get_job(job_id)
-        job = await self.store.get_job(job_id)
-        if job is None or State(job.state) in TERMINAL:
-            return job
-        if job.state == State.QUEUED.value:
-            with self.lifecycle.flow(job.id, State.QUEUED) as flow:
-                if await flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()}):
-                    return await self.store.get_job(job_id)
-        running = self.running  # the worker took it meanwhile
-        if running is not None and running.job.id == job_id:
-            running.cancel(reason)
-        return await self.store.get_job(job_id)
+            return True
+        return False
 
     async def wait_terminal(self, job_id: str, timeout: float | None) -> None:
         """Until the job reaches a terminal state, or `timeout` seconds pass."""
         waiter = asyncio.get_running_loop().create_future()
         self._terminal_waiters.setdefault(job_id, []).append(waiter)
-        job = await self.store.get_job(job_id)
-        if job is None or State(job.state) in TERMINAL:
-            return
         try:
+            job = await self.store.get_job(job_id)
+            if job is None or State(job.state) in TERMINAL:
+                return
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
             pass
@@ -221,7 +239,7 @@ class JobService:
                 if not waiters:
                     del self._terminal_waiters[job_id]
 
-    async def recover(self) -> None:
+    async def recover(self, max_attempts: int) -> None:
         """At start: finish what a crash or kill interrupted (CONTRACT section 4).
 
         Synchronous jobs lost their caller with the old process: failed. Asynchronous jobs
@@ -234,6 +252,10 @@ class JobService:
             with self.lifecycle.flow(job.id, job.state) as flow:
                 if job.sync:
                     await flow.move(Trigger.FAIL, fields={"error": "interrupted by restart", "finished_at": now()})
+                elif job.state != State.QUEUED.value and job.attempt >= max_attempts:
+                    # The poison-job guard holds across restarts too (a job that kills foreman).
+                    message = f"gave up after {job.attempt} attempts: interrupted by restart"
+                    await flow.move(Trigger.FAIL, fields={"error": message, "finished_at": now()})
                 elif job.state != State.QUEUED.value:
                     await flow.move(Trigger.REQUEUE, fields={"attempt": job.attempt + 1})
                 log.info("job=%s recovered after restart: %s", job.id, flow.state)

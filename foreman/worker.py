@@ -221,7 +221,11 @@ class Worker:
                 caller.reply(500, _JSON_HEADERS, error_body(f"foreman internal error: {exc}"))
         finally:
             self.service.running = None
-            if flow.current in TERMINAL:
+            if caller is not None and not caller.answered and flow.current is not State.QUEUED:
+                # The job ended (or was ended by someone else) without an answer reaching its
+                # caller: never leave a client waiting for ever.
+                caller.abandon("the job ended without an answer; see GET /jobs/" + job.id, status=500)
+            if flow.current in TERMINAL or (caller is not None and caller.answered):
                 self.service.detach(job.id)
                 metrics.job_duration.labels(job.endpoint, flow.state).observe(now() - run.started)
 
@@ -249,7 +253,10 @@ class Worker:
             if not working.cancelled() and working.exception() is not None:
                 log.error("job=%s recording `working` failed: %r", job.id, working.exception())
         outcome = assemble(job.endpoint, raw)
-        self.resident = None if job.kind == KIND_UNLOAD and self.resident == job.model else job.model
+        if job.kind != KIND_UNLOAD:
+            self.resident = job.model
+        elif self.resident == job.model:
+            self.resident = None
         self._resident_since = now()
         # Commit first, answer second: a client holding its answer finds the job finished.
         if outcome.error is not None:
@@ -350,7 +357,7 @@ class Worker:
         reason = run.cancel_reason or "the client disconnected"
         await run.flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()})
         if run.caller is not None:
-            run.caller.close()
+            run.caller.abandon(f"job cancelled: {reason}")
 
     async def _interrupted(self, run: Running) -> None:
         """foreman is stopping under a running job: an asynchronous one goes back to the queue
@@ -408,6 +415,8 @@ class Worker:
     def _check_cancelled(run: Running) -> None:
         if run.cancel_reason is not None:
             raise TargetAborted(run.cancel_reason)
+        if run.caller is not None and run.caller.gone:
+            raise CallerGone
 
     def _headers(self, run: Running) -> dict[str, str]:
         if run.caller is not None:

@@ -163,8 +163,7 @@ class JobFlow:
         )
         batch = event.kwargs.get("batch")
         if batch is not None:
-            batch.append(change)
-            self._pending = change
+            batch.append(change)  # persisted, then told to the sink, by whoever commits the batch
             return True
         if not await self._sink.persist(change):
             log.info(

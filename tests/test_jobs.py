@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from typing import Any
 
@@ -194,3 +195,26 @@ async def test_stopping_refuses_new_work_and_requeues_the_running_job(
     assert rows == [("queued", 1)]
     first = next(r for r in sim.requests if r.kind == "chat")
     await sim.wait_for(lambda: first.client_closed_at is not None)
+
+
+async def test_restart_recovery_keeps_the_poison_job_guard(start_foreman: StartForeman, db_path: str) -> None:
+    """An async job found working at start is re-queued with attempt + 1, unless attempts are used up."""
+    foreman = await start_foreman()
+    await foreman.stop()
+    conn = sqlite3.connect(db_path)
+    for job_id, attempt in (("01KEEPGOING", 1), ("01POISONJOB", 5)):
+        conn.execute(
+            "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body, attempt,"
+            " created_at, updated_at) VALUES (?, 'working', 'llama3.2:latest', 'llama3.2', '/api/chat',"
+            " 'generate', 0, 1, x'7b7d', ?, 0, 0)",
+            (job_id, attempt),
+        )
+    conn.commit()
+    conn.close()
+    restarted = await Daemon.start(foreman.services.settings, run_worker=False)  # the restart
+    try:
+        rows = dict((r[0], (r[1], r[2])) for r in read_db(db_path, "SELECT id, state, attempt FROM jobs"))
+        assert rows["01KEEPGOING"] == ("queued", 2)
+        assert rows["01POISONJOB"] == ("failed", 5)
+    finally:
+        await restarted.stop()

@@ -92,6 +92,7 @@ class BaseHandler(RequestHandler):
         self._closers.append(closer)
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()  # fails a streamed body still being read, or the handler waits for ever
         for closer in self._closers:
             closer()
 

@@ -38,6 +38,7 @@ class GenerationHandler(BodyHandler):
         self.endpoint = endpoint
         self._caller: HandlerCaller | None = None
         self._job_id: str | None = None
+        self._hung_up = False
 
     def submission(self) -> Submission:
         return parse_submission(self.endpoint, self.body, keep_alive=self.services.settings.worker_keep_alive)
@@ -47,6 +48,7 @@ class GenerationHandler(BodyHandler):
         sub = self.submission()
         await self.ensure_model(sub.name)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
+        caller.gone = self._hung_up  # hung up while the model was being checked
         self._caller = caller
         self._job_id = await services.jobs.submit(sub, caller)
         if caller.gone:
@@ -55,6 +57,7 @@ class GenerationHandler(BodyHandler):
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
+        self._hung_up = True
         caller = self._caller
         if caller is None or caller.done.done():
             return

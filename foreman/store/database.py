@@ -95,10 +95,11 @@ class Database:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(db)
+                    db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # fn failed, or COMMIT itself did (disk full, I/O error)
+                        db.execute("ROLLBACK")
                     raise
-                db.execute("COMMIT")
             finally:
                 if not durable:
                     db.execute("PRAGMA synchronous=FULL")

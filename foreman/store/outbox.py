@@ -64,7 +64,7 @@ class OutboxQueries(Database):
         rows = list(await self._read(f"SELECT MIN(next_attempt_at) FROM events WHERE seq IN ({_HEADS})"))
         return rows[0][0] if rows else None
 
-    async def attempt_started(self, event_id: str, retry_at: float) -> None:
+    async def attempt_started(self, seq: int, retry_at: float) -> None:
         """Count the attempt (and when to retry if it fails) before sending.
 
         Durable: its fsync also makes every event before it durable, so nothing is sent that
@@ -72,20 +72,18 @@ class OutboxQueries(Database):
         """
         await self._write(
             lambda db: db.execute(
-                "UPDATE events SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?", (retry_at, event_id)
+                "UPDATE events SET attempts = attempts + 1, next_attempt_at = ? WHERE seq = ?", (retry_at, seq)
             )
         )
 
-    async def attempt_ended(
-        self, event_id: str, at: float, *, delivered: bool, error: str | None, give_up: bool
-    ) -> None:
+    async def attempt_ended(self, seq: int, at: float, *, delivered: bool, error: str | None, give_up: bool) -> None:
         def end(db: sqlite3.Connection) -> None:
             if delivered:
-                db.execute("UPDATE events SET delivered_at = ?, last_error = NULL WHERE id = ?", (at, event_id))
+                db.execute("UPDATE events SET delivered_at = ?, last_error = NULL WHERE seq = ?", (at, seq))
             elif give_up:
-                db.execute("UPDATE events SET given_up_at = ?, last_error = ? WHERE id = ?", (at, error, event_id))
+                db.execute("UPDATE events SET given_up_at = ?, last_error = ? WHERE seq = ?", (at, error, seq))
             else:
-                db.execute("UPDATE events SET last_error = ? WHERE id = ?", (error, event_id))
+                db.execute("UPDATE events SET last_error = ? WHERE seq = ?", (error, seq))
 
         await self._write(end, durable=False)
 
