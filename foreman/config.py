@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -53,8 +54,18 @@ def parse_duration(value: Any, *, allow_negative: bool = False) -> float:
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 2h, 7d or a number of seconds)") from None
             seconds = sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0 and not allow_negative:
         raise ValueError(f"{value!r}: must not be negative")
+    return seconds
+
+
+def parse_positive_duration(value: Any) -> float:
+    """A duration that must be more than zero (intervals, timeouts, TTLs)."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: must be more than zero")
     return seconds
 
 
@@ -161,26 +172,28 @@ class Settings:
         lambda v: parse_duration(v, allow_negative=True),
         "keep_alive sent with worker-model requests that name none (negative: forever)",
     )
-    poll_interval: float = _setting(30.0, parse_duration, "how often /api/tags and /api/ps are polled")
+    poll_interval: float = _setting(30.0, parse_positive_duration, "how often /api/tags and /api/ps are polled")
     max_attempts: int = _setting(
         5, parse_positive_int, "tries per job whose connection to the target breaks mid-request"
     )
     retry_backoff: float = _setting(2.0, parse_duration, "first re-queue delay; doubles per attempt")
-    retry_backoff_max: float = _setting(300.0, parse_duration, "cap of the re-queue delay")
+    retry_backoff_max: float = _setting(300.0, parse_positive_duration, "cap of the re-queue delay")
     first_byte_timeout: float = _setting(
-        600.0, parse_duration, "longest wait for the target's first byte (cold loads are slow)"
+        600.0, parse_positive_duration, "longest wait for the target's first byte (cold loads are slow)"
     )
-    idle_timeout: float = _setting(120.0, parse_duration, "longest silence between two chunks of a running generation")
+    idle_timeout: float = _setting(
+        120.0, parse_positive_duration, "longest silence between two chunks of a running generation"
+    )
     webhook_secret: str | None = _setting(
         None, parse_optional_text, "if set, webhook deliveries are signed (Standard Webhooks)"
     )
     webhook_max_attempts: int = _setting(12, parse_positive_int, "delivery tries per webhook event")
     webhook_backoff: float = _setting(5.0, parse_duration, "first retry delay of a webhook delivery")
-    webhook_backoff_max: float = _setting(3600.0, parse_duration, "cap of the webhook retry delay")
+    webhook_backoff_max: float = _setting(3600.0, parse_positive_duration, "cap of the webhook retry delay")
     webhook_allow: tuple[str, ...] | None = _setting(
         None, parse_allow_list, "CIDRs / host names webhook URLs may resolve to (default: all but link-local)"
     )
-    job_ttl: float = _setting(7 * 86400.0, parse_duration, "terminal jobs older than this are swept")
+    job_ttl: float = _setting(7 * 86400.0, parse_positive_duration, "terminal jobs older than this are swept")
     inline_artifact_max: int = _setting(
         262144, parse_size, "artifacts up to this many bytes are inlined in responses and webhooks"
     )

@@ -127,15 +127,17 @@ def _print_json(value: Any) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
-        _, health = client.call("GET", "/healthz")
+        status, health = client.call("GET", "/healthz")
+        if status != 200 or not isinstance(health, dict):
+            raise Unreachable(f"{client.url}/healthz answered {status} without foreman's health report")
     except Unreachable as exc:
         if args.json:
             _print_json({"reachable": False, "url": client.url, "error": str(exc)})
         else:
             print(f"foreman {client.url}  UNREACHABLE  {exc}")
         return EXIT_UNREACHABLE
-    ps_status, ps = client.call("GET", "/api/ps")
-    jobs_status, recent = client.call("GET", "/jobs?limit=5")
+    ps_status, ps = _optional(client, "/api/ps")
+    jobs_status, recent = _optional(client, "/jobs?limit=5")
     report = {
         "reachable": True,
         "url": client.url,
@@ -148,6 +150,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(render_status(report))
     return EXIT_DEGRADED if health.get("degraded") else EXIT_OK
+
+
+def _optional(client: Client, path: str) -> tuple[int, Any]:
+    """A detail of the report: foreman answered /healthz, so a slow detail is not an outage."""
+    try:
+        return client.call("GET", path)
+    except Unreachable:
+        return 0, None
 
 
 def render_status(report: dict[str, Any]) -> str:

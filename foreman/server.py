@@ -74,7 +74,24 @@ class Daemon:
 
     @classmethod
     async def _start(cls, settings: Settings, lock: DatabaseLock, run_worker: bool) -> Daemon:
-        store = await Store.open(settings.db_path, build_event)
+        # The port first: a busy one fails before any thread or connection exists.
+        sockets = bind_sockets(settings.listen_port, settings.listen_host or None, family=socket.AF_UNSPEC)
+        store: Store | None = None
+        try:
+            store = await Store.open(settings.db_path, build_event)
+            return await cls._assemble(settings, lock, run_worker, store, sockets)
+        except BaseException:
+            # Close what was opened, or the store's threads keep a failed process alive.
+            if store is not None:
+                await store.close()
+            for sock in sockets:
+                sock.close()
+            raise
+
+    @classmethod
+    async def _assemble(
+        cls, settings: Settings, lock: DatabaseLock, run_worker: bool, store: Store, sockets: list[socket.socket]
+    ) -> Daemon:
         target, embed_target = (
             TargetClient(
                 settings.ollama_url,
@@ -114,7 +131,6 @@ class Daemon:
             idle_connection_timeout=300,  # Tornado's default is an hour
             body_timeout=300,
         )
-        sockets = bind_sockets(settings.listen_port, settings.listen_host or None, family=socket.AF_UNSPEC)
         server.add_sockets(sockets)
         poller.start()
         deliverer.start()

@@ -37,7 +37,7 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-_NOT_UPSTREAM = HOP_BY_HOP | {"host", "origin", "authorization", "accept-encoding"}
+_NOT_UPSTREAM = HOP_BY_HOP | {"host", "origin", "authorization", "accept-encoding", "expect"}
 
 
 class TargetError(Exception):
@@ -58,6 +58,7 @@ class TargetAborted(TargetError):
 
 def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """A client's headers, fit to send upstream: no hop-by-hop, Host, Origin or credentials."""
+    headers = list(headers)  # read twice below; callers pass Tornado's get_all(), a generator
     named = {n.strip().lower() for k, v in headers if k.lower() == "connection" for n in v.split(",")}
     return {k: v for k, v in headers if k.lower() not in _NOT_UPSTREAM and k.lower() not in named}
 

@@ -200,3 +200,26 @@ async def test_tornado_habits_are_ollamas(
         assert resp.status == 200 and (await resp.json())["status"] == "ok"
     client = ollama_client(foreman.url, headers=auth)
     assert (await client.chat(model="llama3.2", messages=HELLO)).message.content
+
+
+async def test_client_headers_go_upstream_but_not_host_origin_or_credentials(
+    start_foreman: StartForeman, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    foreman = await start_foreman(token="s3cret")
+    headers = {
+        "Authorization": "Bearer s3cret",
+        "Origin": "http://evil.example",
+        "X-Trace": "abc",
+        "Connection": "keep-alive, X-Hop",
+        "X-Hop": "1",
+    }
+    for path, body in (
+        ("/api/chat", {"model": "llama3.2", "messages": HELLO, "stream": False}),
+        ("/api/embed", {"model": "nomic-embed-text", "input": "x"}),
+    ):
+        async with http.post(foreman.url + path, json=body, headers=headers) as resp:
+            assert resp.status == 200
+        seen = {k.lower(): v for k, v in sim.requests[-1].headers.items()}
+        assert seen["x-trace"] == "abc" and seen["content-type"] == "application/json"
+        assert "authorization" not in seen and "origin" not in seen and "x-hop" not in seen
+        assert seen["host"] == sim.url.split("//")[1]

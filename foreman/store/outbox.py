@@ -112,6 +112,13 @@ class OutboxQueries(Database):
                 )
             ]
             if not ids:
+                # Events a receiver was still owed when their job went: gone once settled.
+                db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < ?"
+                    " AND (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)"
+                    " AND job_id NOT IN (SELECT id FROM jobs) LIMIT ?)",
+                    (cutoff, batch),
+                )
                 return 0
             marks = ",".join("?" * len(ids))
             db.execute(
