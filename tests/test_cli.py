@@ -104,3 +104,8 @@ async def test_webhook_verify_checks_a_saved_delivery(
     )
     code, out, _ = await cli("webhook", "verify", str(tampered), "--secret", SECRET)
     assert code == 1 and "INVALID" in out
+
+
+async def test_status_against_something_that_is_not_foreman_exits_2(sim: Simulator) -> None:
+    code, out, _ = await cli("status", "--url", sim.url)  # answers, but /healthz is a 404 page
+    assert code == 2 and "UNREACHABLE" in out

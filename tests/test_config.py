@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,10 @@ def test_sizes(value: object, size: int) -> None:
         ("allow_model_management", "maybe"),
         ("max_body", "lots"),
         ("webhook_allow", "10.0.0.0/33"),
+        ("idle_timeout", "0"),
+        ("job_ttl", "nan"),
+        ("poll_interval", "inf"),
+        ("first_byte_timeout", "0s"),
     ],
 )
 def test_bad_value_names_the_key(key: str, value: str) -> None:
@@ -125,3 +130,30 @@ def test_readme_table_lists_every_setting() -> None:
 def test_unknown_foreman_variables_are_named() -> None:
     environ = {"FOREMAN_OLAMA_URL": "x", "FOREMAN_OLLAMA_URL": "y", "FOREMAN_URL": "z", "HOME": "/"}
     assert unknown_variables(environ) == ["FOREMAN_OLAMA_URL"]
+
+
+def test_a_failed_start_exits_at_once(tmp_path: Path) -> None:
+    """A busy port: one line, exit 1, and no thread left keeping the process alive."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "foreman",
+                "serve",
+                "--ollama-url",
+                "http://127.0.0.1:9",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db-path",
+                str(tmp_path / "f.db"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    assert proc.returncode == 1 and "cannot start" in proc.stderr
