@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 
-from foreman.clock import now
+from foreman.clock import now, wait_event
 from foreman.config import Settings
 from foreman.store import OutboxEvent, Store
 from foreman.webhook_client import WebhookClient, safe_url
@@ -74,10 +74,7 @@ class Deliverer:
         timeout = _SAFETY_WAKE if next_at is None else min(_SAFETY_WAKE, max(0.0, next_at - now()))
         if timeout == 0 and not due:
             timeout = _SAFETY_WAKE  # what is due is already being delivered; its end wakes us
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._wake, timeout)
         return len(due)
 
     def backoff(self, attempt: int) -> float:

@@ -154,7 +154,8 @@ class Daemon:
         await self.services.deliverer.stop()
         await self.services.webhooks.close()
         try:
-            await asyncio.wait_for(self.server.close_all_connections(), 5)
+            async with asyncio.timeout(5):
+                await self.server.close_all_connections()
         except TimeoutError:
             log.warning("some client connections did not close in time")
         await self.services.target.close()

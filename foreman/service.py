@@ -229,7 +229,8 @@ class JobService:
             job = await self.store.get_job(job_id)
             if job is None or State(job.state) in TERMINAL:
                 return
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see clock.wait_event
+                await asyncio.shield(waiter)
         except TimeoutError:
             pass
         finally:

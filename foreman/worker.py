@@ -19,7 +19,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from foreman.assemble import Outcome, artifact_refs, assemble
-from foreman.clock import now
+from foreman.clock import now, wait_event
 from foreman.config import Settings
 from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, LOAD_ENDPOINT, Job, keep_alive_value, model_key
 from foreman.poller import Poller
@@ -174,9 +174,8 @@ class Worker:
         timeout = None if self._next_wakeup is None else max(0.0, self._next_wakeup - now())
         self._waiting_on_empty_queue = True
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            self._stale = True  # a backed-off job is due
+            if not await wait_event(self._wake, timeout):
+                self._stale = True  # a backed-off job is due
         finally:
             self._waiting_on_empty_queue = False
             self._wake.clear()  # consumed: _stale and _offered carry what it meant
