@@ -71,9 +71,6 @@ class HandlerCaller:
             self._finish(last)
         self._resolve()
 
-    def close(self) -> None:
-        self._resolve()
-
     @property
     def answered(self) -> bool:
         return self.done.done()

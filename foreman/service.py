@@ -61,10 +61,6 @@ class Caller(Protocol):
         """Finish a started answer, optionally with one last line."""
         ...
 
-    def close(self) -> None:
-        """The job ended without an answer for this caller (it is gone)."""
-        ...
-
     @property
     def answered(self) -> bool:
         """True once the caller's response is over (or it is gone)."""

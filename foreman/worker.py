@@ -57,10 +57,6 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
             task.cancel()
 
 
-def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class Worker:
     def __init__(self, settings: Settings, service: JobService, target: TargetClient, poller: Poller) -> None:
         self.settings = settings
@@ -110,7 +106,7 @@ class Worker:
                 log.exception("worker step failed; continuing")
                 await asyncio.sleep(1.0)
 
-    async def run_once(self, idle_wait: bool = True) -> bool:
+    async def run_once(self) -> bool:
         """Run the next runnable job, or wait until there may be one. True if a job ran."""
         if not self.poller.up:
             await _first(self.poller.wait_up(), self._stopping.wait())
@@ -124,8 +120,6 @@ class Worker:
                 await self._run(job, new=False)
                 return True
             self._next_wakeup = await self.service.store.next_wakeup()
-        if not idle_wait:
-            return False
         await self._idle()
         offered, self._offered = self._offered, None
         if offered is None:
@@ -217,7 +211,7 @@ class Worker:
             log.exception("job=%s failed inside foreman", job.id)
             await self._fail(run, f"internal error: {exc}")
             if caller is not None:
-                caller.reply(500, _JSON_HEADERS, error_body(f"foreman internal error: {exc}"))
+                caller.abandon(f"foreman internal error: {exc}", status=500)
         finally:
             self.service.running = None
             if caller is not None and not caller.answered and flow.current is not State.QUEUED:
@@ -367,10 +361,8 @@ class Worker:
             return
         if run.job.sync:
             await self._fail(run, "interrupted: foreman stopped")
-            if run.caller is not None and not run.caller.started:
-                run.caller.reply(503, _JSON_HEADERS, error_body("foreman is shutting down"))
-            elif run.caller is not None:
-                run.caller.end(error_body("foreman is shutting down") + b"\n")
+            if run.caller is not None:
+                run.caller.abandon("foreman is shutting down", status=503)
         else:
             await run.flow.move(Trigger.REQUEUE)
             log.info("job=%s re-queued: foreman is stopping", run.job.id)
@@ -396,7 +388,7 @@ class Worker:
             message = f"gave up after {attempt} attempts: {reason}"
             await self._fail(run, message)
             if run.caller is not None:
-                run.caller.reply(502, _JSON_HEADERS, error_body(message))
+                run.caller.abandon(message, status=502)
             return
         delay = min(self.settings.retry_backoff * 2 ** (attempt - 1), self.settings.retry_backoff_max)
         await run.flow.move(Trigger.REQUEUE, fields={"attempt": attempt + 1, "not_before": now() + delay})
@@ -406,7 +398,7 @@ class Worker:
         message = f"connection to the target broke mid-stream: {reason}"
         await self._fail(run, message)
         assert run.caller is not None
-        run.caller.end(error_body(message) + b"\n")
+        run.caller.abandon(message)  # started: a last {"error": ...} line
 
     # --- helpers -----------------------------------------------------------------------------
 
