@@ -176,7 +176,10 @@ class Exchange:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
 
-    async def __aenter__(self) -> Exchange:
+    def send(self) -> None:
+        """Start the request without waiting for its answer (`async with` then waits for it)."""
+        if self._request is not None:
+            return
         self._request = asyncio.ensure_future(
             self._session.request(
                 self._method,
@@ -187,6 +190,10 @@ class Exchange:
             )
         )
         self._waiting(self._first_byte_timeout)
+
+    async def __aenter__(self) -> Exchange:
+        self.send()
+        assert self._request is not None
         try:
             self._response = await self._request
         except BaseException as exc:

@@ -24,7 +24,7 @@ from foreman.config import Settings
 from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, LOAD_ENDPOINT, Job, keep_alive_value, model_key
 from foreman.poller import Poller
 from foreman.service import CallerGone, JobService, Running
-from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
+from foreman.target import Exchange, TargetAborted, TargetBroken, TargetClient, TargetUnreachable
 from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 
 log = logging.getLogger(__name__)
@@ -237,10 +237,14 @@ class Worker:
             load_duration = await self._load(run)
             self._check_cancelled(run)
         steps.append((Trigger.WORK, {"swapped": int(swapped), "load_duration": load_duration}))
-        # Recorded while the request travels; no byte reaches the caller before it is committed.
+        # The request goes out first and `working` is committed while the target works on it;
+        # no byte reaches the caller before that commit (docs/adr/0012).
+        x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
+        x.send()
+        await asyncio.sleep(0)  # let it reach the socket before the commit takes the loop
         working = asyncio.ensure_future(self._record(run, job if new else None, steps))
         try:
-            raw = await self._forward(run, working)
+            raw = await self._forward(run, x, working)
         finally:
             await asyncio.wait({working})
             if not working.cancelled() and working.exception() is not None:
@@ -289,11 +293,10 @@ class Worker:
             reported = 0
         return reported or int((time.perf_counter() - started) * 1e9)
 
-    async def _forward(self, run: Running, working: asyncio.Future[bool]) -> bytes:
-        """Send the job's body and pass the answer to the caller as it arrives."""
+    async def _forward(self, run: Running, x: Exchange, working: asyncio.Future[bool]) -> bytes:
+        """Pass the answer to the job's sent request to the caller as it arrives."""
         job, caller = run.job, run.caller
         parts: list[bytes] = []
-        x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
         async with x:
             if not await working:
                 raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
