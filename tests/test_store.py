@@ -181,3 +181,42 @@ def test_no_sql_outside_the_store() -> None:
             if word in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {word.strip()}")
     assert not offenders
+
+
+async def test_writes_on_the_loop_and_on_the_writer_thread_never_share_a_transaction(store: Store) -> None:
+    """Small unfsynced writes run on the loop, the others on the writer thread: mixed, all land."""
+    jobs = [queued() for _ in range(40)]
+    await asyncio.gather(*(store.create_job(job, durable=bool(i % 2)) for i, job in enumerate(jobs)))
+    lifecycle = Lifecycle(StoreSink(store))
+
+    async def load(job: Job, durable: bool) -> bool:
+        change = Change(job.id, Trigger.LOAD, State.QUEUED, State.LOADING, {"started_at": now()})
+        with lifecycle.flow(job.id, State.QUEUED):
+            return await store.apply(change, durable=durable)
+
+    assert all(await asyncio.gather(*(load(job, bool(i % 3)) for i, job in enumerate(jobs))))
+    for job in jobs:
+        assert [e["state"] for e in await store.events(job.id)] == ["queued", "loading"]
+
+
+async def test_a_write_waits_for_another_process_holding_the_database(store: Store, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. someone's sqlite3 shell, mid-transaction
+    job = queued(sync=True)
+    writing = asyncio.ensure_future(store.create_job(job, durable=False))
+    await asyncio.sleep(0.3)
+    assert not writing.done()  # not failed with "database is locked": waiting, off the loop
+    other.execute("COMMIT")
+    other.close()
+    assert await writing == job.id
+    assert (await store.get_job(job.id)) is not None
+
+
+async def test_the_wal_is_checkpointed_into_the_database_file(store: Store, tmp_path: Path) -> None:
+    """Automatic checkpoints are off (they would fsync inside a commit on the loop): ours run."""
+    path = tmp_path / "t.db"
+    before = path.stat().st_size
+    for _ in range(250):
+        await store.create_job(queued(), durable=False)
+    await store.create_job(queued())  # queued behind the checkpoint on the writer thread
+    assert path.stat().st_size > before  # the jobs reached the database file, not only the WAL

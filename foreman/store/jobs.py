@@ -82,14 +82,14 @@ class JobQueries(Database):
             self._insert_job(db, job)
             return job.id
 
-        return await self._write(insert, durable)
+        return await self._write(insert, durable, small=True)
 
     async def apply(self, change: Change, durable: bool = True) -> bool:
         """Persist one transition as a compare-and-swap plus its outbox event.
 
         False when the job was no longer in `change.source` (nothing written).
         """
-        return await self._write(lambda db: self._apply_change(db, change), durable)
+        return await self._write(lambda db: self._apply_change(db, change), durable, small=True)
 
     async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> bool:
         """Create `new` (if given) and apply `changes` in order, in one transaction: all or nothing.
@@ -107,7 +107,7 @@ class JobQueries(Database):
             return True
 
         try:
-            return await self._write(batch, durable)
+            return await self._write(batch, durable, small=True)
         except _StaleBatch:
             return False
 
