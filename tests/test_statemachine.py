@@ -105,12 +105,30 @@ async def test_staged_transitions_wait_for_their_batch() -> None:
     assert [(c.source, c.dest) for c in batch] == [(State.QUEUED, State.LOADING), (State.LOADING, State.WORKING)]
 
 
-async def test_many_jobs_share_one_machine_and_leave_it() -> None:
+async def test_many_jobs_share_one_machine_and_leave_only_a_few_spare_flows() -> None:
     lifecycle = Lifecycle(MemorySink())
     for i in range(100):
         with lifecycle.flow(f"j{i}", State.QUEUED) as flow:
             assert await flow.move(Trigger.LOAD)
-    assert lifecycle._machine.models == []
+    assert len(lifecycle._machine.models) == 1  # one at a time: one spare, reused
+    held = [lifecycle.flow(f"k{i}", State.QUEUED) for i in range(50)]
+    for flow_context in held:
+        flow_context.__enter__()
+    for flow_context in held:
+        flow_context.__exit__(None, None, None)
+    assert len(lifecycle._machine.models) == 8
+
+
+async def test_a_reused_flow_is_the_new_job_in_its_own_state() -> None:
+    sink = MemorySink()
+    lifecycle = Lifecycle(sink)
+    with lifecycle.flow("first", State.QUEUED) as flow:
+        assert await flow.move(Trigger.LOAD)
+    with lifecycle.flow("second", State.WORKING) as again:
+        assert again is flow and again.current is State.WORKING
+        assert not await again.move(Trigger.LOAD)  # illegal from working: refused
+        assert await again.move(Trigger.FINISH)
+    assert [(c.job_id, c.dest) for c in sink.notified] == [("first", State.LOADING), ("second", State.DONE)]
 
 
 def test_table_matches_the_contract() -> None:
