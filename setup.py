@@ -19,7 +19,8 @@ setup(
         "python-ulid>=3.0",
         "transitions>=0.9.2",
         "pyyaml>=6.0",
-        "aiohttp>=3.10",
+        "aiohttp>=3.10",  # webhook deliveries (docs/adr/0016)
+        "httptools>=0.6",  # parses the target's answers (docs/adr/0021)
         "prometheus-client>=0.20",
     ],
     extras_require={

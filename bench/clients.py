@@ -1,4 +1,4 @@
-"""Which HTTP client should foreman use for the target? (docs/adr/0005)
+"""Which HTTP client should foreman use for the target? (docs/adr/0005, 0021)
 
 Runs the simulated Ollama in a separate process, then, in this process, reads one long
 stream (20,000 chunks, no delay) and makes many small non-streamed requests with each
@@ -23,6 +23,9 @@ import httpx
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from foreman.target import TargetClient  # noqa: E402
 
 
 def free_port() -> int:
@@ -82,10 +85,23 @@ async def httpx_client(url: str, chunks: int, small: int) -> tuple[int, int]:
     return got, small
 
 
+async def foreman_client(url: str, chunks: int, small: int) -> tuple[int, int]:
+    got = 0
+    client = TargetClient(url, first_byte_timeout=60, idle_timeout=60)
+    async with client.exchange("POST", "/api/chat", long_body(chunks)) as x:
+        async for data in x.chunks():
+            got += data.count(b"\n")
+    for _ in range(small):
+        await client.fetch("POST", "/api/chat", SMALL)
+    await client.close()
+    return got, small
+
+
 CLIENTS: dict[str, Callable[[str, int, int], Awaitable[tuple[int, int]]]] = {
     "tornado simple_httpclient": tornado_client,
     "aiohttp": aiohttp_client,
     "httpx": httpx_client,
+    "foreman.http1 (ours)": foreman_client,
 }
 
 

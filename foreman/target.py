@@ -1,7 +1,7 @@
 """The client for the target Ollama: every byte foreman sends to it goes through here.
 
-Built on aiohttp (docs/adr/0005): pooled keep-alive connections, streamed reads,
-and closing a response really closes its socket. There is no total timeout
+Built on foreman.http1 (docs/adr/0021): pooled keep-alive connections, streamed
+reads, and aborting an exchange really closes its socket. There is no total timeout
 (generations last many minutes); instead a watchdog enforces a first-byte timeout
 and an inter-chunk idle timeout, counting only time spent waiting on the target.
 
@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
-import aiohttp
+from foreman.http1 import ConnectFailed, Connection, ConnectionBroke, Pool
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,12 @@ def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {k: v for k, v in headers if k.lower() not in _NOT_UPSTREAM and k.lower() not in named}
 
 
-def response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The target's response headers, fit to relay to a client."""
-    named = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+    headers = list(headers)
+    named = {n.strip().lower() for k, v in headers if k.lower() == "connection" for n in v.split(",")}
     return [
-        (k, v)
-        for k, v in headers.items()
-        if k.lower() not in HOP_BY_HOP and k.lower() not in named and k.lower() != "date"
+        (k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in named and k.lower() != "date"
     ]
 
 
@@ -88,26 +87,11 @@ class TargetClient:
         self.base_url = base_url.rstrip("/")
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
-        self._connect_timeout = connect_timeout
-        self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30),
-                # No total timeout: the watchdog in Exchange handles first byte and idle.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._pool = Pool(self.base_url, pool_size, connect_timeout)
 
     async def reset(self) -> None:
         """Drop pooled connections (the target went away; reusing them would fail)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        self._pool.close_idle()
 
     async def close(self) -> None:
         await self.reset()
@@ -124,13 +108,13 @@ class TargetClient:
     ) -> Exchange:
         """One request whose response is read as it arrives: `async with client.exchange(...) as x`."""
         return Exchange(
-            self._get_session(),
-            self.base_url + path,
+            self._pool,
             method,
+            path,
             body,
-            headers or {},
-            first_byte_timeout or self.first_byte_timeout,
-            idle_timeout or self.idle_timeout,
+            dict(headers or {}),
+            self.first_byte_timeout if first_byte_timeout is None else first_byte_timeout,
+            self.idle_timeout if idle_timeout is None else idle_timeout,
         )
 
     async def fetch(
@@ -151,24 +135,25 @@ class Exchange:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        url: str,
+        pool: Pool,
         method: str,
+        path: str,
         body: bytes | None,
-        headers: Mapping[str, str],
+        headers: dict[str, str],
         first_byte_timeout: float,
         idle_timeout: float,
     ) -> None:
-        self._session = session
-        self._url = url
+        self._pool = pool
         self._method = method
+        self._path = path
         self._body = body
         self._headers = headers
         self._first_byte_timeout = first_byte_timeout
         self._idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
-        self._request: asyncio.Task[aiohttp.ClientResponse] | None = None
-        self._response: aiohttp.ClientResponse | None = None
+        self._request: asyncio.Task[None] | None = None  # connecting first
+        self._conn: Connection | None = None  # while it holds a connection of the pool
+        self._answered = False  # the status line and headers have arrived
         self._stopped: TargetError | None = None  # why foreman closed it, if it did
         self._wait_started: float | None = None  # set while foreman waits on the target
         self._wait_limit = first_byte_timeout
@@ -176,33 +161,46 @@ class Exchange:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
 
-    def send(self) -> None:
-        """Start the request without waiting for its answer (`async with` then waits for it)."""
-        if self._request is not None:
-            return
-        self._request = asyncio.ensure_future(
-            self._session.request(
-                self._method,
-                self._url,
-                data=self._body,
-                headers=self._headers,
-                allow_redirects=False,
-            )
-        )
-        self._waiting(self._first_byte_timeout)
+    def send(self) -> bool:
+        """Send the request: at once on a kept connection if one is free (True), else from a task
+        that connects first (False). `async with` then waits for the answer."""
+        if self._request is None and self._conn is None:
+            self._waiting(self._first_byte_timeout)
+            data = self._pool.request_bytes(self._method, self._path, self._headers, self._body)
+            conn = self._pool.take_idle()
+            if conn is None:
+                self._request = asyncio.ensure_future(self._connect_and_send(data))
+            else:
+                self._conn = conn
+                conn.send(data, head_only=self._method == "HEAD")
+        return self._request is None
+
+    async def _connect_and_send(self, data: bytes) -> None:
+        conn = self._conn = await self._pool.acquire()
+        conn.send(data, head_only=self._method == "HEAD")
 
     async def __aenter__(self) -> Exchange:
         self.send()
-        assert self._request is not None
         try:
-            self._response = await self._request
+            if self._request is not None:
+                await self._request
+            conn = self._conn
+            if conn is None:  # aborted
+                raise self._stopped or TargetAborted("closed")
+            # A connection the target closed while idle is seen closed before reuse. If one is
+            # closed in the same instant, the request counts as broken, like any other reset.
+            await conn.head()
+            if self._stopped is not None:
+                raise self._stopped
         except BaseException as exc:
             self._stop_watchdog()
+            self._release(reuse=False)
             raise self._translate(exc) from exc
         self._stop_watchdog()
         self._wait_started = None
-        self.status = self._response.status
-        self.headers = response_headers(self._response.headers)
+        self._answered = True
+        self.status = conn.status
+        self.headers = response_headers(conn.headers)
         self._waiting(self._idle_timeout)
         self._wait_started = None
         return self
@@ -211,36 +209,42 @@ class Exchange:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop_watchdog()
-        if self._response is not None:
-            if exc_type is None and self._response.content.at_eof():
-                self._response.release()
-            else:
-                self._response.close()  # closes the socket: the target stops generating
+        # A connection is reused only after a whole answer; otherwise closing it is what
+        # tells the target to stop generating.
+        self._release(reuse=exc_type is None and self._stopped is None)
 
     def abort(self, reason: TargetError | None = None) -> None:
         """Close the exchange now (client gone, job cancelled, timeout)."""
         if self._stopped is None:
             self._stopped = reason or TargetAborted("cancelled")
-        if self._response is not None:
-            self._response.close()
+        if self._conn is not None:
+            self._release(reuse=False)  # closes it: a read in progress fails, then raises the reason
         elif self._request is not None and not self._request.done():
             self._request.cancel()
 
+    def _release(self, reuse: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn, reuse)
+        elif self._request is not None and self._request.done() and not self._request.cancelled():
+            self._request.exception()  # retrieved: it was raised to the caller
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in whatever pieces the network delivers."""
-        assert self._response is not None
-        content = self._response.content
+        conn = self._conn
+        if conn is None:
+            raise self._stopped or TargetAborted("closed")
         while True:
             self._wait_started = self._loop.time()
             try:
-                data = await content.readany()
+                data = await conn.read_some()
             except BaseException as exc:
                 raise self._translate(exc) from exc
             finally:
                 self._wait_started = None
+            if self._stopped is not None:
+                raise self._stopped
             if not data:
-                if self._stopped is not None:
-                    raise self._stopped
                 return
             yield data
 
@@ -260,7 +264,7 @@ class Exchange:
         started = self._wait_started
         current = self._loop.time()
         if started is not None and current - started >= self._wait_limit:
-            what = "first byte" if self._response is None else "next chunk"
+            what = "next chunk" if self._answered else "first byte"
             self.abort(TargetBroken(f"no {what} from the target within {self._wait_limit:g}s"))
             return
         due = (started if started is not None else current) + self._wait_limit
@@ -274,9 +278,9 @@ class Exchange:
     def _translate(self, exc: BaseException) -> BaseException:
         if self._stopped is not None:
             return self._stopped
-        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-            return TargetUnreachable(str(exc) or type(exc).__name__)
-        if isinstance(exc, aiohttp.ClientError | OSError | asyncio.TimeoutError):
+        if isinstance(exc, ConnectFailed):
+            return TargetUnreachable(str(exc))
+        if isinstance(exc, ConnectionBroke | OSError):
             return TargetBroken(str(exc) or type(exc).__name__)
         return exc  # CancelledError and bugs pass through untouched
 

@@ -240,8 +240,8 @@ class Worker:
         # The request goes out first and `working` is committed while the target works on it;
         # no byte reaches the caller before that commit (docs/adr/0012).
         x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
-        x.send()
-        await asyncio.sleep(0)  # let it reach the socket before the commit takes the loop
+        if not x.send():
+            await asyncio.sleep(0)  # let it start connecting before the commit takes the loop
         working = asyncio.ensure_future(self._record(run, job if new else None, steps))
         try:
             raw = await self._forward(run, x, working)

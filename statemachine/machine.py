@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from transitions import EventData, MachineError
-from transitions.extensions.asyncio import AsyncMachine
+from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
 from statemachine.states import State
 from statemachine.table import TRANSITIONS, Trigger
@@ -74,12 +74,18 @@ class _SequentialMachine(AsyncMachine):
     """AsyncMachine awaiting its callbacks one by one, in this task.
 
     The stock `await_all` gathers them into concurrent tasks: each hook has one
-    callback here, so that bought nothing but a task per callback (~40 µs a move).
+    callback here, so that bought nothing but a task per callback (~40 µs a move);
+    `callbacks` skips building a list of partials per hook (~8 µs a move).
     """
 
     @staticmethod
     async def await_all(callables: list[Callable[..., Coroutine[Any, Any, bool | None]]]) -> list[bool | None]:
         return [await func() for func in callables]
+
+    async def callbacks(self, funcs: Iterable[Any], event_data: AsyncEventData) -> None:  # type: ignore[override]
+        # The stock one builds a list of partials for every hook, most of them empty here.
+        for func in funcs:
+            await self.callback(func, event_data)
 
 
 _SPARE_FLOWS = 8  # JobFlows kept joined to the machine for reuse, beyond those in use

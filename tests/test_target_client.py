@@ -1,0 +1,244 @@
+"""The target client alone (foreman/target.py over foreman/http1.py), against real loopback servers.
+
+The simulated Ollama covers streaming; small raw servers (asyncio.start_server) cover what
+Ollama never sends but a target behind a proxy might: bodies ended by close, HEAD answers,
+malformed answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from foreman.simulator import Simulator
+from foreman.target import TargetAborted, TargetBroken, TargetClient, TargetUnreachable
+from tests.conftest import free_port
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback server answering with whatever bytes a test writes; counts its connections."""
+
+    def __init__(self, serve: Serve) -> None:
+        self._serve = serve
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()  # a connection was closed by the client
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self._serve(reader, writer)
+            if await reader.read() == b"":
+                self.closed.set()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.closed.set()
+        finally:
+            writer.close()
+
+
+def client(url: str, first_byte: float = 5.0) -> TargetClient:
+    return TargetClient(url, first_byte_timeout=first_byte, idle_timeout=5.0, pool_size=2)
+
+
+@pytest.fixture
+async def target(sim: Simulator) -> AsyncIterator[TargetClient]:
+    c = client(sim.url)
+    yield c
+    await c.close()
+
+
+CHAT = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+async def test_a_stream_arrives_as_it_is_generated(target: TargetClient, sim: Simulator) -> None:
+    sim.token_delay = 0.05
+    body = json.dumps({"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 10}}).encode()
+    loop = asyncio.get_running_loop()
+    async with target.exchange("POST", "/api/generate", body) as x:
+        assert x.status == 200 and ("Content-Type", "application/x-ndjson") in x.headers
+        arrivals, lines = [], 0
+        async for data in x.chunks():
+            arrivals.append(loop.time())
+            lines += data.count(b"\n")
+    assert lines == 11 and len(arrivals) >= 5
+    assert arrivals[-1] - arrivals[0] > 0.3  # pieces came over time, not all at the end
+
+
+async def test_one_connection_serves_request_after_request() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        for _ in range(5):
+            assert await c.fetch("GET", "/api/version") == (200, [], b"ok")
+        await c.close()
+    assert server.connections == 1
+    request = server.requests[0].decode()
+    assert request.startswith("GET /api/version HTTP/1.1\r\n")
+    assert f"Host: {server.url.removeprefix('http://')}\r\n" in request
+
+
+async def test_a_body_without_length_ends_with_the_connection() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        status, headers, body = await c.fetch("GET", "/")
+        await c.close()
+    assert (status, body) == (200, b"all of it")
+    assert headers == []  # Connection is hop-by-hop: not relayed
+
+
+async def test_a_head_answer_ends_at_its_headers() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n\r\n")
+        await asyncio.sleep(10)  # a body would never come
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        async with asyncio.timeout(2):
+            status, headers, body = await c.fetch("HEAD", "/")
+        await c.close()
+    assert (status, headers, body) == (200, [("Content-Type", "text/plain")], b"")
+
+
+async def test_a_path_prefix_in_the_target_url_is_kept() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    async with RawServer(serve) as server:
+        c = client(server.url + "/ollama/")
+        assert (await c.fetch("GET", "/api/tags"))[0] == 204
+        await c.close()
+    assert server.requests[0].startswith(b"GET /ollama/api/tags HTTP/1.1\r\n")
+
+
+async def test_nobody_listening_is_unreachable() -> None:
+    c = client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TargetUnreachable):
+        await c.fetch("POST", "/api/chat", CHAT)
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed before any byte
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",  # closed mid-body
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # closed before its length
+        b"SMTP ready\r\n\r\n",  # not HTTP
+    ],
+)
+async def test_a_broken_or_malformed_answer_is_broken(answer: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        with pytest.raises(TargetBroken):
+            await c.fetch("POST", "/api/chat", CHAT)
+        await c.close()
+
+
+async def test_no_first_byte_in_time_is_broken_and_closes_the_connection() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await reader.read()  # until the client closes
+
+    async with RawServer(serve) as server:
+        c = client(server.url, first_byte=0.2)
+        with pytest.raises(TargetBroken, match="no first byte"):
+            await c.fetch("POST", "/api/chat", CHAT)
+        async with asyncio.timeout(2):
+            await server.closed.wait()
+        await c.close()
+
+
+async def test_abort_mid_stream_closes_the_connection(target: TargetClient, sim: Simulator) -> None:
+    sim.token_delay = 0.05
+    body = json.dumps({"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 200}}).encode()
+    with pytest.raises(TargetAborted):
+        async with target.exchange("POST", "/api/generate", body) as x:
+            async for _ in x.chunks():
+                x.abort()
+    await sim.wait_for(lambda: sim.requests[-1].ended is not None)
+    assert sim.requests[-1].outcome == "client_closed"
+
+
+async def test_the_pool_never_opens_more_than_its_size() -> None:
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with RawServer(serve) as server:
+        c = client(server.url)  # pool_size=2
+        calls = [asyncio.ensure_future(c.fetch("GET", "/")) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        assert server.connections == 2 and not any(call.done() for call in calls)
+        release.set()
+        assert [r[2] for r in await asyncio.gather(*calls)] == [b"ok"] * 5
+        assert server.connections == 2
+        await c.close()
+
+
+async def test_a_large_answer_arrives_whole() -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB: reading pauses and resumes on the way
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
+        await writer.drain()
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        async with c.exchange("GET", "/") as x:
+            received = b""
+            async for data in x.chunks():
+                received += data
+                await asyncio.sleep(0)  # a slow reader
+        await c.close()
+    assert received == payload
