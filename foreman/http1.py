@@ -177,6 +177,7 @@ class Pool:
         self._free = size  # connections that may be in use at once, minus those that are
         self._queue: deque[asyncio.Future[None]] = deque()  # waiting for one to be released
         self._idle: list[Connection] = []
+        self._open: set[Connection] = set()  # every connection not yet closed, idle or in use
 
     def request_bytes(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> bytes:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host_header}"]
@@ -223,6 +224,7 @@ class Pool:
             if conn.reusable:
                 return conn
             conn.close()
+            self._open.discard(conn)
         return None
 
     def release(self, conn: Connection, reuse: bool) -> None:
@@ -230,6 +232,7 @@ class Pool:
             self._idle.append(conn)
         else:
             conn.close()
+            self._open.discard(conn)
         self._hand_over()
 
     def _hand_over(self) -> None:
@@ -245,6 +248,14 @@ class Pool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+            self._open.discard(conn)
+
+    def close(self) -> None:
+        """Close every connection, in use or not: exchanges still reading fail (shutting down)."""
+        self._idle = []
+        connections, self._open = self._open, set()
+        for conn in connections:
+            conn.close()
 
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
@@ -257,4 +268,5 @@ class Pool:
             raise ConnectFailed(f"no connection to {self.host}:{self.port} within {self._connect_timeout:g}s") from None
         except OSError as exc:  # refused, unreachable, no such host, TLS handshake
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        self._open.add(conn)
         return conn

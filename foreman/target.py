@@ -94,7 +94,7 @@ class TargetClient:
         self._pool.close_idle()
 
     async def close(self) -> None:
-        await self.reset()
+        self._pool.close()
 
     def exchange(
         self,

@@ -242,3 +242,14 @@ async def test_a_large_answer_arrives_whole() -> None:
                 await asyncio.sleep(0)  # a slow reader
         await c.close()
     assert received == payload
+
+
+async def test_closing_the_client_closes_connections_in_use(target: TargetClient, sim: Simulator) -> None:
+    sim.token_delay = 0.05
+    body = json.dumps({"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 200}}).encode()
+    with pytest.raises(TargetBroken):
+        async with target.exchange("POST", "/api/generate", body) as x:
+            async for _ in x.chunks():
+                await target.close()  # foreman stopping under a running exchange
+    await sim.wait_for(lambda: sim.requests[-1].ended is not None)
+    assert sim.requests[-1].outcome == "client_closed"
