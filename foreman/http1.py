@@ -14,9 +14,10 @@ failed, or the answer was malformed, after the request went out).
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections import deque
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -50,6 +51,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._until_close = False  # the body ends when the target closes the connection
+        self._interim = False  # parsing a 1xx answer, which comes before the real one
         self.complete = False  # the whole answer has arrived
         self.keep_alive = False
         self._error: Exception | None = None
@@ -91,9 +93,14 @@ class Connection(asyncio.Protocol):
                 self._waiter = None
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()  # connection_lost follows and fails anyone still waiting
-        self.closed = True
+        """Close at once, unsent request bytes and all (a stuck target may not be reading
+        them), and fail whoever waits on the answer now."""
+        if not self.closed:
+            self.closed = True
+            if self._transport is not None:
+                self._transport.abort()
+            if not self.complete:
+                self._fail(ConnectionBroke("the connection was closed by foreman"))
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -102,6 +109,9 @@ class Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes nobody asked for: the connection is not in a known state
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -125,10 +135,14 @@ class Connection(asyncio.Protocol):
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # interim (103 Early Hints...): the answer is still to come
+            self._interim = True
+            self.headers = []
+            return
+        self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        framing = {k.lower() for k, _ in self.headers} & {"content-length", "transfer-encoding"}
-        self._until_close = not framing and self.status >= 200 and self.status not in (204, 304)
+        self._until_close = _ends_with_connection(self.headers, status)
         if self._head_only:
             self.complete, self.keep_alive = True, False  # the parser would wait for a body
         if not self._head.done():
@@ -145,6 +159,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self._wake()
 
@@ -161,6 +178,17 @@ class Connection(asyncio.Protocol):
         self._wake()
 
 
+def _ends_with_connection(headers: list[tuple[str, str]], status: int) -> bool:
+    """RFC 9112 section 6.3: a response body with neither a length nor chunked framing lasts
+    until the connection closes."""
+    if status in (204, 304):
+        return False
+    codings = [v for k, v in headers if k.lower() == "transfer-encoding"]
+    if codings:
+        return codings[-1].rsplit(",", 1)[-1].strip().lower() != "chunked"
+    return not any(k.lower() == "content-length" for k, _ in headers)
+
+
 class Pool:
     """Connections to one origin, at most `size` in use at once; idle ones are kept for reuse."""
 
@@ -172,15 +200,22 @@ class Pool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.prefix = url.path.rstrip("/")  # a target behind a reverse proxy, under a path
         self.host_header = url.netloc.rpartition("@")[2]
+        self._auth = ""  # credentials in the URL (a target behind an auth proxy): Basic auth
+        if url.username is not None:
+            pair = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
+            self._auth = f"Authorization: Basic {base64.b64encode(pair).decode()}"
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         self._connect_timeout = connect_timeout
         self._free = size  # connections that may be in use at once, minus those that are
         self._queue: deque[asyncio.Future[None]] = deque()  # waiting for one to be released
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()  # every connection not yet closed, idle or in use
+        self._closed = False
 
     def request_bytes(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> bytes:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host_header}"]
+        if self._auth:
+            lines.append(self._auth)
         lines += [f"{name}: {value}" for name, value in headers.items()]
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
@@ -207,7 +242,7 @@ class Pool:
             except BaseException:
                 if turn.done() and not turn.cancelled():
                     self._hand_over()  # handed over as we were cancelled: pass it on
-                else:
+                elif turn in self._queue:  # (a release may have skipped it already)
                     self._queue.remove(turn)
                 raise
         try:
@@ -228,7 +263,7 @@ class Pool:
         return None
 
     def release(self, conn: Connection, reuse: bool) -> None:
-        if reuse and conn.reusable:
+        if reuse and conn.reusable and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
@@ -252,6 +287,7 @@ class Pool:
 
     def close(self) -> None:
         """Close every connection, in use or not: exchanges still reading fail (shutting down)."""
+        self._closed = True
         self._idle = []
         connections, self._open = self._open, set()
         for conn in connections:

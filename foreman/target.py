@@ -164,12 +164,13 @@ class Exchange:
     def send(self) -> bool:
         """Send the request: at once on a kept connection if one is free (True), else from a task
         that connects first (False). `async with` then waits for the answer."""
-        if self._request is None and self._conn is None:
+        if self._request is None and self._conn is None and self._stopped is None:
             self._waiting(self._first_byte_timeout)
             data = self._pool.request_bytes(self._method, self._path, self._headers, self._body)
             conn = self._pool.take_idle()
             if conn is None:
                 self._request = asyncio.ensure_future(self._connect_and_send(data))
+                self._request.add_done_callback(_retrieve)
             else:
                 self._conn = conn
                 conn.send(data, head_only=self._method == "HEAD")
@@ -195,7 +196,10 @@ class Exchange:
         except BaseException as exc:
             self._stop_watchdog()
             self._release(reuse=False)
-            raise self._translate(exc) from exc
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         self._stop_watchdog()
         self._wait_started = None
         self._answered = True
@@ -239,7 +243,10 @@ class Exchange:
             try:
                 data = await conn.read_some()
             except BaseException as exc:
-                raise self._translate(exc) from exc
+                translated = self._translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             finally:
                 self._wait_started = None
             if self._stopped is not None:
@@ -276,6 +283,10 @@ class Exchange:
             self._watchdog = None
 
     def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return exc  # the caller is being cancelled: that wins over any reason of ours
         if self._stopped is not None:
             return self._stopped
         if isinstance(exc, ConnectFailed):
@@ -283,6 +294,13 @@ class Exchange:
         if isinstance(exc, ConnectionBroke | OSError):
             return TargetBroken(str(exc) or type(exc).__name__)
         return exc  # CancelledError and bugs pass through untouched
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a connect task's failure as seen: it is raised to whoever enters the exchange,
+    and an exchange aborted before that never asks."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = [

@@ -253,3 +253,46 @@ async def test_closing_the_client_closes_connections_in_use(target: TargetClient
                 await target.close()  # foreman stopping under a running exchange
     await sim.wait_for(lambda: sim.requests[-1].ended is not None)
     assert sim.requests[-1].outcome == "client_closed"
+
+
+async def test_an_interim_answer_is_skipped_for_the_real_one() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in (1, 2):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nanswer-%d" % n)
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        assert await c.fetch("GET", "/") == (200, [], b"answer-1")
+        assert await c.fetch("GET", "/") == (200, [], b"answer-2")  # not the first one's leftovers
+        await c.close()
+
+
+async def test_a_target_not_reading_the_request_still_times_out_at_once() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only; the body stays unread in the buffers
+        await asyncio.sleep(30)
+
+    async with RawServer(serve) as server:
+        c = client(server.url, first_byte=0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TargetBroken, match="no first byte"):
+            await c.fetch("POST", "/api/chat", b"x" * (64 * 1024 * 1024))
+        assert loop.time() - started < 2  # not held up by the unsent part of the body
+        await c.close()
+
+
+async def test_credentials_in_the_target_url_are_sent_as_basic_auth() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    async with RawServer(serve) as server:
+        c = client(server.url.replace("http://", "http://ollama:s%40cret@"))
+        await c.fetch("GET", "/api/tags")
+        await c.close()
+    head = server.requests[0].decode()
+    assert "Authorization: Basic b2xsYW1hOnNAY3JldA==\r\n" in head  # ollama:s@cret
+    assert f"Host: {server.url.removeprefix('http://')}\r\n" in head
