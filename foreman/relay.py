@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
@@ -46,6 +47,11 @@ class HandlerCaller:
     async def begin(self, status: int, headers: list[tuple[str, str]]) -> None:
         if self.gone:
             raise CallerGone
+        # Each piece goes out as it is written: Tornado leaves Nagle's algorithm on during a
+        # response, and with delayed ACKs a token can wait ~40 ms for the one before it.
+        connection = self._handler.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.stream.set_nodelay(True)
         self._head(status, headers)
 
     async def send(self, data: bytes) -> None:

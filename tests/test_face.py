@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import time
 
 import aiohttp
 import ollama
@@ -223,3 +225,32 @@ async def test_client_headers_go_upstream_but_not_host_origin_or_credentials(
         assert seen["x-trace"] == "abc" and seen["content-type"] == "application/json"
         assert "authorization" not in seen and "origin" not in seen and "x-hop" not in seen
         assert seen["host"] == sim.url.split("//")[1]
+
+
+def _token_gaps(port: int, tokens: int) -> list[float]:
+    """Stream a chat over a raw socket whose ACKs are delayed (as many clients' are), and
+    return the gaps between the reads."""
+    body = json.dumps({"model": "llama3.2", "messages": HELLO, "options": {"num_predict": tokens}}).encode()
+    head = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    arrivals, received = [], b""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(head + body)
+        while not received.endswith(b"0\r\n\r\n"):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)  # Linux re-arms quick ACKs
+            data = conn.recv(65536)
+            if not data:
+                break
+            received += data
+            arrivals.append(time.perf_counter())
+    return [b - a for a, b in itertools.pairwise(arrivals)]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="needs Linux's TCP_QUICKACK")
+async def test_streamed_tokens_are_not_held_back(foreman: Daemon, sim: Simulator) -> None:
+    """A token every 10 ms reaches a client that delays its ACKs every 10 ms or so: Nagle's
+    algorithm (which Tornado leaves on during a response) would hold one back ~40 ms each
+    time the previous one is unacknowledged."""
+    sim.token_delay = 0.01
+    gaps = await asyncio.to_thread(_token_gaps, int(foreman.url.rsplit(":", 1)[1]), 40)
+    assert len(gaps) >= 30  # about one read per token
+    assert max(gaps) < 0.03, sorted(gaps)[-3:]

@@ -15,6 +15,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler
 
@@ -205,6 +206,10 @@ class SimHandler(RequestHandler):
         self.finish(body)
 
     def start_stream(self, content_type: str) -> None:
+        # Go's net/http sets TCP_NODELAY on every connection; Tornado turns Nagle back on after
+        # each response, which would hold a token back until the previous one is acknowledged.
+        if isinstance(self.request.connection, HTTP1Connection):
+            self.request.connection.stream.set_nodelay(True)
         self.set_header("Content-Type", content_type)
         if self.record is not None:
             self.record.status = self.get_status()
