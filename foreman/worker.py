@@ -30,6 +30,7 @@ from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 log = logging.getLogger(__name__)
 
 _JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
+_JOB_HEADERS = {"Content-Type": "application/json"}  # upstream, for a job no client waits on
 
 
 class TargetRefused(Exception):
@@ -72,6 +73,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._waiting_on_empty_queue = False
         self._offered: Job | None = None
+        self._offered_exchange: Exchange | None = None  # its request, already sent
         # Whether the queue may hold runnable jobs the worker has not looked at. Everything
         # that queues a job calls wake(), so an idle worker skips the database entirely.
         self._stale = True
@@ -124,8 +126,12 @@ class Worker:
         offered, self._offered = self._offered, None
         if offered is None:
             return False
-        await self._run(offered, new=True)
+        await self._run(offered, new=True, sent=self._take_offered_exchange())
         return True
+
+    def _take_offered_exchange(self) -> Exchange | None:
+        exchange, self._offered_exchange = self._offered_exchange, None
+        return exchange
 
     def _check_resident(self) -> str | None:
         """The resident worker model, as far as the last look at /api/ps allows.
@@ -161,6 +167,12 @@ class Worker:
         if not self._waiting_on_empty_queue or self._wake.is_set() or self._stale or not self.poller.up:
             return False
         self._offered = job
+        if not (job.kind == KIND_GENERATE and self.resident != job.model):  # no model load first
+            # The request leaves now, in the handler's turn of the loop, not the worker's next.
+            caller = self.service.caller(job.id)
+            headers = caller.upstream_headers if caller is not None else _JOB_HEADERS
+            self._offered_exchange = self.target.exchange("POST", job.endpoint, job.body, headers)
+            self._offered_exchange.send()
         self._wake.set()
         return True
 
@@ -176,17 +188,20 @@ class Worker:
 
     # --- one job -----------------------------------------------------------------------------
 
-    async def _run(self, job: Job, new: bool) -> None:
-        """Run one job; `new`: offered straight to the worker, not in the database yet."""
+    async def _run(self, job: Job, new: bool, sent: Exchange | None = None) -> None:
+        """Run one job; `new`: offered straight to the worker, not in the database yet, and
+        `sent`, its request if `offer` sent it already."""
         with self.service.lifecycle.flow(job.id, State.QUEUED) as flow:
-            await self._drive(job, flow, new)
+            await self._drive(job, flow, new, sent)
 
-    async def _drive(self, job: Job, flow: JobFlow, new: bool) -> None:
+    async def _drive(self, job: Job, flow: JobFlow, new: bool, sent: Exchange | None) -> None:
         caller = self.service.caller(job.id)
         if job.sync and caller is None:
+            if sent is not None:
+                sent.abort()
             await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone", "finished_at": now()})
             return
-        run = Running(job=job, flow=flow, caller=caller)
+        run = Running(job=job, flow=flow, caller=caller, exchange=sent)
         self.service.running = run
         metrics = self.service.metrics
         metrics.queue_wait.observe(max(0.0, run.started - job.created_at))
@@ -214,6 +229,8 @@ class Worker:
                 caller.abandon(f"foreman internal error: {exc}", status=500)
         finally:
             self.service.running = None
+            if run.exchange is not None:  # left open by a failure: close it, free its connection
+                run.exchange.abort()
             if caller is not None and not caller.answered and flow.current is not State.QUEUED:
                 # The job ended (or was ended by someone else) without an answer reaching its
                 # caller: never leave a client waiting for ever.
@@ -231,6 +248,9 @@ class Worker:
             self.swaps += 1
         if job.kind == KIND_GENERATE and swapped:
             # A model load happens between `loading` and `working`: they commit apart.
+            if run.exchange is not None:  # (offer sends only when no load is due; never here)
+                run.exchange.abort()
+                run.exchange = None
             if not await self._record(run, job if new else None, steps):
                 raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
             new, steps = False, []
@@ -239,9 +259,11 @@ class Worker:
         steps.append((Trigger.WORK, {"swapped": int(swapped), "load_duration": load_duration}))
         # The request goes out first and `working` is committed while the target works on it;
         # no byte reaches the caller before that commit (docs/adr/0012).
-        x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
-        if not x.send():
-            await asyncio.sleep(0)  # let it start connecting before the commit takes the loop
+        x = run.exchange
+        if x is None:
+            x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
+            if not x.send():
+                await asyncio.sleep(0)  # let it start connecting before the commit takes the loop
         working = asyncio.ensure_future(self._record(run, job if new else None, steps))
         try:
             raw = await self._forward(run, x, working)
@@ -415,4 +437,4 @@ class Worker:
     def _headers(self, run: Running) -> dict[str, str]:
         if run.caller is not None:
             return run.caller.upstream_headers
-        return {"Content-Type": "application/json"}
+        return _JOB_HEADERS

@@ -75,3 +75,27 @@ async def test_waiting_on_a_finished_job_leaves_nothing_behind(foreman: Daemon, 
         await foreman.services.jobs.wait_terminal(job_id, 5)
         await foreman.services.jobs.wait_terminal("01NOSUCHJOB", 0.01)
     assert foreman.services.jobs._terminal_waiters == {}
+
+
+async def test_clients_hanging_up_at_once_never_use_up_the_target_connections(
+    foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    """An idle worker sends a new job's request as it takes the job (docs/adr/0012), whatever
+    becomes of its caller after. Twice the pool's size of callers gone at once, then a chat
+    that needs a connection of the pool."""
+    sim.token_delay = 0.01
+    body = b'{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}'
+    head = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    port = int(foreman.url.rsplit(":", 1)[1])
+    for _ in range(16):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        await writer.drain()
+        await asyncio.sleep(0.002)
+        writer.transport.abort()
+    async with asyncio.timeout(10):
+        async with http.post(foreman.url + "/api/chat", json={"model": "llama3.2", "messages": HELLO}) as resp:
+            assert resp.status == 200
+            assert b'"done":true' in await resp.read()
+    jobs = read_db(foreman.services.settings.db_path, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
+    assert dict(jobs).get("done", 0) >= 1 and not {"queued", "loading", "working"} & dict(jobs).keys()
