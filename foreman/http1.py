@@ -116,7 +116,7 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(ConnectionBroke(f"malformed answer from the target: {exc}"))
-            self.close()
+            self.close()  # the answer so far stays readable if it was complete
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -130,6 +130,10 @@ class Connection(asyncio.Protocol):
             self._fail(ConnectionBroke(str(exc) if exc else "the target closed the connection"))
 
     # --- httptools callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: stop here (feed_data raises)
+            raise ConnectionBroke("the target sent an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))

@@ -296,3 +296,19 @@ async def test_credentials_in_the_target_url_are_sent_as_basic_auth() -> None:
     head = server.requests[0].decode()
     assert "Authorization: Basic b2xsYW1hOnNAY3JldA==\r\n" in head  # ollama:s@cret
     assert f"Host: {server.url.removeprefix('http://')}\r\n" in head
+
+
+async def test_bytes_after_a_complete_answer_end_the_connection() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            # The whole answer, then a second one nobody asked for, in one write.
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        assert await c.fetch("GET", "/") == (200, [], b"ok")
+        assert await c.fetch("GET", "/") == (200, [], b"ok")  # not the stray 500
+        await c.close()
+    assert server.connections == 2  # the first connection was not reused
