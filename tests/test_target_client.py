@@ -194,17 +194,6 @@ async def test_no_first_byte_in_time_is_broken_and_closes_the_connection() -> No
         await c.close()
 
 
-async def test_abort_mid_stream_closes_the_connection(target: TargetClient, sim: Simulator) -> None:
-    sim.token_delay = 0.05
-    body = json.dumps({"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 200}}).encode()
-    with pytest.raises(TargetAborted):
-        async with target.exchange("POST", "/api/generate", body) as x:
-            async for _ in x.chunks():
-                x.abort()
-    await sim.wait_for(lambda: sim.requests[-1].ended is not None)
-    assert sim.requests[-1].outcome == "client_closed"
-
-
 async def test_the_pool_never_opens_more_than_its_size() -> None:
     release = asyncio.Event()
 
@@ -244,13 +233,25 @@ async def test_a_large_answer_arrives_whole() -> None:
     assert received == payload
 
 
-async def test_closing_the_client_closes_connections_in_use(target: TargetClient, sim: Simulator) -> None:
+@pytest.mark.parametrize(
+    ("stop", "error"),
+    [
+        ("abort", TargetAborted),  # the job was cancelled
+        ("close the client", TargetBroken),  # foreman stopping under a running exchange
+    ],
+)
+async def test_stopping_a_stream_midway_closes_its_connection(
+    target: TargetClient, sim: Simulator, stop: str, error: type[Exception]
+) -> None:
     sim.token_delay = 0.05
     body = json.dumps({"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 200}}).encode()
-    with pytest.raises(TargetBroken):
+    with pytest.raises(error):
         async with target.exchange("POST", "/api/generate", body) as x:
             async for _ in x.chunks():
-                await target.close()  # foreman stopping under a running exchange
+                if stop == "abort":
+                    x.abort()
+                else:
+                    await target.close()
     await sim.wait_for(lambda: sim.requests[-1].ended is not None)
     assert sim.requests[-1].outcome == "client_closed"
 
