@@ -123,8 +123,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._until_close and self._head.done() and not self.complete and exc is None:
-            self.complete = True  # a body without length or chunks ends with the connection
+        if self._until_close and self._head.done() and not self.complete and exc is None and self._error is None:
+            self.complete = True  # a body without length or chunks ends with the target's close
             self._wake()
         elif not self.complete:
             self._fail(ConnectionBroke(str(exc) if exc else "the target closed the connection"))

@@ -313,3 +313,18 @@ async def test_bytes_after_a_complete_answer_end_the_connection() -> None:
         assert await c.fetch("GET", "/") == (200, [], b"ok")  # not the stray 500
         await c.close()
     assert server.connections == 2  # the first connection was not reused
+
+
+async def test_a_body_ended_by_close_is_not_complete_when_foreman_closed_it() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe first part")
+        await asyncio.sleep(30)  # the rest never comes before foreman closes
+
+    async with RawServer(serve) as server:
+        c = client(server.url)
+        with pytest.raises(TargetBroken):
+            async with c.exchange("GET", "/") as x:
+                async for _ in x.chunks():
+                    await c.close()  # foreman stopping: the body was cut, not finished
+                    await asyncio.sleep(0.05)  # the connection's loss is seen before the next read
