@@ -14,7 +14,7 @@ from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.jobs import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
-from foreman.handlers.openai import ModelsHandler, OpenAIGenerationHandler
+from foreman.handlers.openai import ModelHandler, ModelsHandler, OpenAIGenerationHandler
 from foreman.jobs import CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS
 from foreman.services import Services
 
@@ -35,6 +35,7 @@ def make_app(services: Services) -> Application:
         (r"/v1/chat/completions", OpenAIGenerationHandler, {**deps, "endpoint": V1_CHAT}),
         (r"/v1/completions", OpenAIGenerationHandler, {**deps, "endpoint": V1_COMPLETIONS}),
         (r"/v1/models", ModelsHandler, deps),
+        (r"/v1/models/(.+)", ModelHandler, deps),
         (r"/v1/embeddings", EmbedHandler, deps),
         (r"/healthz", HealthHandler, deps),
         (r"/metrics", MetricsHandler, deps),

@@ -48,11 +48,16 @@ async def test_chat_streamed_and_not_and_completions(
 
 
 async def test_models_embeddings_and_errors(
-    foreman: Daemon, openai_client: Callable[[str], openai.AsyncOpenAI]
+    foreman: Daemon, sim: Simulator, openai_client: Callable[[str], openai.AsyncOpenAI]
 ) -> None:
     client = openai_client(foreman.url)
     models = await client.models.list()
     assert {"llama3.2:latest", "nomic-embed-text:latest"} <= {m.id for m in models.data}
+    model = await client.models.retrieve("llama3.2")
+    assert model == await openai_client(sim.url).models.retrieve("llama3.2")  # the target's own answer
+    assert (model.id, model.object) == ("llama3.2:latest", "model")
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("ghost")
     embedded = await client.embeddings.create(model="nomic-embed-text", input=["one", "two"])
     assert len(embedded.data) == 2 and embedded.data[0].embedding
     with pytest.raises(openai.NotFoundError) as err:

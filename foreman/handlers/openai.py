@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from foreman.errors import ForemanError
-from foreman.handlers.base import dump
+from foreman.handlers.base import BaseHandler, dump
 from foreman.handlers.inventory import TagsHandler
 from foreman.handlers.ollama import GenerationHandler
 from foreman.jobs import Submission, parse_openai
+from foreman.passthrough import relay
 
 _TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 
@@ -55,6 +56,13 @@ class ModelsHandler(TagsHandler):
             )
         self.set_header("Content-Type", "application/json")
         self.finish(dump({"object": "list", "data": data or None}))
+
+
+class ModelHandler(BaseHandler):
+    """GET /v1/models/{model}: one model, asked of the target (Ollama looks it up with show)."""
+
+    async def get(self, model: str) -> None:
+        await relay(self, self.services.target, None)
 
 
 def _unix(stamp: Any) -> int:
