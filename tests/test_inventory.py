@@ -24,8 +24,10 @@ async def test_tags_ps_version_and_show_look_like_the_target(
             assert ours.status == theirs.status == 200
             assert await ours.read() == await theirs.read()
             assert ours.headers["Content-Type"] == "application/json; charset=utf-8"
-    async with http.head(foreman.url + "/api/tags") as resp:
-        assert resp.status == 200 and int(resp.headers["Content-Length"]) > 0
+    for path in ("/api/tags", "/api/version"):
+        async with http.head(foreman.url + path) as ours, http.head(sim.url + path) as theirs:
+            assert ours.status == theirs.status == 200
+            assert ours.headers["Content-Length"] == theirs.headers["Content-Length"] != "0"
     client = ollama_client(foreman.url)
     await client.chat(model="llama3.2", messages=HELLO)
     ps = await client.ps()

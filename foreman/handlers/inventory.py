@@ -72,6 +72,8 @@ class LiveHandler(SnapshotHandler):
         self.set_status(status)
         for name, value in headers:
             self.set_header(name, value)
+        if not body:  # HEAD: the length of the body a GET would get, as Go's server sends
+            self.set_header("Content-Length", str(len(raw)))
         self.finish(raw if body else None)
 
 
