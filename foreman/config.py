@@ -22,7 +22,7 @@ import yaml
 
 from foreman.errors import ConfigError
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.*-]*[A-Za-z0-9])?")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_*]([A-Za-z0-9_.*-]*[A-Za-z0-9_])?")  # "_": Compose service names
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?", re.IGNORECASE)

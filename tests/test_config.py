@@ -87,6 +87,14 @@ def test_bad_value_names_the_key(key: str, value: str) -> None:
     assert str(err.value).startswith(f"{key}: ")
 
 
+def test_webhook_allow_takes_cidrs_and_host_names() -> None:
+    allow = "10.0.0.0/8, fd00::/8, receiver.lan, *.example.com, my_receiver"  # "_": a Compose service
+    settings = load_settings({"ollama_url": "http://t:1", "webhook_allow": allow}, environ={})
+    assert settings.webhook_allow == ("10.0.0.0/8", "fd00::/8", "receiver.lan", "*.example.com", "my_receiver")
+    with pytest.raises(ConfigError):
+        load_settings({"ollama_url": "http://t:1", "webhook_allow": "receiver/lan"}, environ={})
+
+
 def test_unknown_yaml_key_is_named(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("ollama_url: http://t:1\npoll_intervall: 5s\n")
