@@ -38,6 +38,17 @@ def _dump(value: Any) -> bytes:
 
 def _objects(raw: bytes) -> list[dict[str, Any]]:
     """The JSON objects of an answer: NDJSON lines, SSE `data:` lines, or one object."""
+    body = raw.strip()
+    if not body.startswith(b"data:"):
+        # NDJSON as Ollama writes it: one object a line, no blank lines. Parsed as one JSON
+        # array, in one call of the C decoder (~3x faster on a long answer than line by line;
+        # JSON strings hold no raw newline). Anything else goes line by line below.
+        try:
+            parsed = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        except ValueError:
+            pass
+        else:
+            return [obj for obj in parsed if isinstance(obj, dict)]
     objects = []
     for line in raw.split(b"\n"):
         line = line.strip()
