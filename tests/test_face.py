@@ -254,3 +254,27 @@ async def test_streamed_tokens_are_not_held_back(foreman: Daemon, sim: Simulator
     gaps = await asyncio.to_thread(_token_gaps, int(foreman.url.rsplit(":", 1)[1]), 40)
     assert len(gaps) >= 30  # about one read per token
     assert max(gaps) < 0.03, sorted(gaps)[-3:]
+
+
+async def test_a_client_that_stops_reading_slows_the_target_not_foreman(foreman: Daemon, sim: Simulator) -> None:
+    """Back-pressure end to end: a stream nobody reads fills the client's socket, then foreman
+    waits on it, then the target's own socket fills and it stops generating ahead."""
+    tokens = 200_000  # ~26 MB of NDJSON, far beyond what the sockets on the way can hold
+    body = json.dumps({"model": "llama3.2", "messages": HELLO, "options": {"num_predict": tokens}}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(foreman.url.rsplit(":", 1)[1])))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16384)
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await reader.readline()  # the status line: the stream has begun; nothing more is read
+    record = next(r for r in sim.requests if r.kind == "chat")
+    sent = -1
+    async with asyncio.timeout(20):
+        while record.chunks_sent != sent and record.ended is None:  # until the target is held up
+            sent = record.chunks_sent
+            await asyncio.sleep(0.5)
+    assert record.ended is None and record.chunks_sent < tokens, record.chunks_sent
+    writer.transport.abort()
+    await sim.wait_for(lambda: record.ended is not None)
+    assert record.outcome == "client_closed"
