@@ -23,7 +23,7 @@ from foreman.clock import now, wait_event
 from foreman.config import Settings
 from foreman.jobs import KIND_GENERATE, KIND_UNLOAD, LOAD_ENDPOINT, Job, keep_alive_value, model_key
 from foreman.poller import Poller
-from foreman.service import CallerGone, JobService, Running
+from foreman.service import Caller, CallerGone, JobService, Running
 from foreman.target import Exchange, TargetAborted, TargetBroken, TargetClient, TargetUnreachable
 from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 
@@ -167,11 +167,9 @@ class Worker:
         if not self._waiting_on_empty_queue or self._wake.is_set() or self._stale or not self.poller.up:
             return False
         self._offered = job
-        if not (job.kind == KIND_GENERATE and self.resident != job.model):  # no model load first
+        if not self._needs_load(job):
             # The request leaves now, in the handler's turn of the loop, not the worker's next.
-            caller = self.service.caller(job.id)
-            headers = caller.upstream_headers if caller is not None else _JOB_HEADERS
-            self._offered_exchange = self.target.exchange("POST", job.endpoint, job.body, headers)
+            self._offered_exchange = self._request(job, self.service.caller(job.id))
             self._offered_exchange.send()
         self._wake.set()
         return True
@@ -244,13 +242,11 @@ class Worker:
         load_duration = None
         swapped = job.kind != KIND_UNLOAD and self.resident != job.model
         steps: list[tuple[Trigger, Mapping[str, Any]]] = [(Trigger.LOAD, {"started_at": now()})]
-        if swapped and job.kind != KIND_UNLOAD:
+        if swapped:
             self.swaps += 1
-        if job.kind == KIND_GENERATE and swapped:
+        if self._needs_load(job):
             # A model load happens between `loading` and `working`: they commit apart.
-            if run.exchange is not None:  # (offer sends only when no load is due; never here)
-                run.exchange.abort()
-                run.exchange = None
+            assert run.exchange is None, "offer sends a request only when no load is due"
             if not await self._record(run, job if new else None, steps):
                 raise TargetAborted(run.cancel_reason or "the job was moved on by someone else")
             new, steps = False, []
@@ -261,7 +257,7 @@ class Worker:
         # no byte reaches the caller before that commit (docs/adr/0012).
         x = run.exchange
         if x is None:
-            x = run.exchange = self.target.exchange("POST", job.endpoint, job.body, self._headers(run))
+            x = run.exchange = self._request(job, run.caller)
             if not x.send():
                 await asyncio.sleep(0)  # let it start connecting before the commit takes the loop
         working = asyncio.ensure_future(self._record(run, job if new else None, steps))
@@ -301,7 +297,7 @@ class Worker:
         keep_alive = keep_alive_value(self.settings.worker_keep_alive)
         body = json.dumps({"model": job.model_name, "keep_alive": keep_alive}).encode()
         started = time.perf_counter()
-        x = run.exchange = self.target.exchange("POST", LOAD_ENDPOINT[job.endpoint], body, self._headers(run))
+        x = run.exchange = self.target.exchange("POST", LOAD_ENDPOINT[job.endpoint], body, _headers(run.caller))
         async with x:
             self._check_cancelled(run)
             answer = await x.read()
@@ -434,7 +430,15 @@ class Worker:
         if run.caller is not None and run.caller.gone:
             raise CallerGone
 
-    def _headers(self, run: Running) -> dict[str, str]:
-        if run.caller is not None:
-            return run.caller.upstream_headers
-        return _JOB_HEADERS
+    def _needs_load(self, job: Job) -> bool:
+        """A generation on another model than the resident one: it is loaded first, in `loading`."""
+        return job.kind == KIND_GENERATE and self.resident != job.model
+
+    def _request(self, job: Job, caller: Caller | None) -> Exchange:
+        """The job's own request to the target (not sent yet)."""
+        return self.target.exchange("POST", job.endpoint, job.body, _headers(caller))
+
+
+def _headers(caller: Caller | None) -> dict[str, str]:
+    """What goes upstream with a job's requests: its caller's headers, fit to forward."""
+    return caller.upstream_headers if caller is not None else _JOB_HEADERS
