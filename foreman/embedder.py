@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 
-from foreman.jobs import model_key
+from foreman.job import model_key
 from foreman.poller import Poller
 from foreman.target import TargetClient, TargetError
 

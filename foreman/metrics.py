@@ -1,44 +1,51 @@
 """`GET /metrics`: what foreman is doing, in Prometheus text format (ADR 0017).
 
 One registry per daemon (tests run several in one process). Counters and histograms
-are fed as things happen; gauges that live in the database or in other components
-are read when scraped.
+are fed as things happen; values other components keep are read when scraped,
+through the callables of `LiveValues` (this module imports no other component);
+the job counts that live in the database are handed to `render`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from foreman.services import Services
-
 _JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-class _Live(Collector):
-    """Values other components keep, read at scrape time."""
+@dataclass(frozen=True)
+class LiveValues:
+    """Where the values other components keep are read, at each scrape."""
 
-    def __init__(self, read: Callable[[], Services]) -> None:
-        self._read = read
+    swaps: Callable[[], int]  # model loads the worker paid for
+    poll_failures: Callable[[], int]
+    target_up: Callable[[], bool]
+    deliveries: Callable[[], tuple[int, int]]  # webhook attempts (delivered, failed)
+
+
+class _Live(Collector):
+    def __init__(self, live: LiveValues) -> None:
+        self._live = live
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        services = self._read()
-        yield CounterMetricFamily("foreman_model_swaps", "Model loads the worker paid for", value=services.worker.swaps)
+        live = self._live
+        yield CounterMetricFamily("foreman_model_swaps", "Model loads the worker paid for", value=live.swaps())
         yield CounterMetricFamily(
-            "foreman_poll_failures", "Polls of the target that failed", value=services.poller.polls_failed
+            "foreman_poll_failures", "Polls of the target that failed", value=live.poll_failures()
         )
         up = GaugeMetricFamily("foreman_target_up", "1 when the target answered the last poll, else 0")
-        up.add_metric([], 0.0 if services.poller.degraded else 1.0)
+        up.add_metric([], 1.0 if live.target_up() else 0.0)
         yield up
+        delivered, failed = live.deliveries()
         deliveries = CounterMetricFamily("foreman_webhook_deliveries", "Webhook attempts, by result", labels=["result"])
-        deliveries.add_metric(["delivered"], services.deliverer.delivered)
-        deliveries.add_metric(["failed"], services.deliverer.failed_attempts)
+        deliveries.add_metric(["delivered"], delivered)
+        deliveries.add_metric(["failed"], failed)
         yield deliveries
 
 
@@ -72,17 +79,17 @@ class Metrics:
         )
         self._live_bound = False
 
-    def bind(self, services: Services) -> None:
-        """Read the live values from `services` at each scrape."""
+    def watch(self, live: LiveValues) -> None:
+        """Read `live` at each scrape (once the components it reads exist)."""
         if not self._live_bound:
-            self.registry.register(_Live(lambda: services))
+            self.registry.register(_Live(live))
             self._live_bound = True
 
-    async def render(self, services: Services) -> bytes:
-        counts = await services.store.count_by_state()
+    def render(self, counts: dict[str, int], queued_by_model: list[tuple[str, int]]) -> bytes:
+        """The text format, with the unfinished jobs by state and the queued ones by model."""
         for state, count in counts.items():
             self.jobs.labels(state).set(count)
         self.queue_depth.clear()
-        for model, count in await services.store.queued_by_model():
+        for model, count in queued_by_model:
             self.queue_depth.labels(model).set(count)
         return generate_latest(self.registry)

@@ -21,7 +21,8 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 
 from foreman.clock import now
-from foreman.jobs import model_key
+from foreman.errors import NotFound
+from foreman.job import model_key
 from foreman.target import TargetClient, TargetError
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,14 @@ class Poller:
 
     async def wait_down(self) -> None:
         await self._down.wait()
+
+    async def require_model(self, name: str) -> None:
+        """Refuse a model the target lacks, with Ollama's own answer, after one fresh look at
+        its list (ADR 0006). When the target cannot be asked, the model is given the benefit."""
+        if self.has_model(name):
+            return
+        if await self.poll() and self.has_model(name) is False:
+            raise NotFound(f"model '{name}' not found")
 
     def has_model(self, name: str) -> bool | None:
         """Whether the last known inventory lists `name` (None: no inventory yet)."""

@@ -1,4 +1,5 @@
-"""The daemon: wires store, target client, poller, worker and HTTP server; starts and stops them."""
+"""The daemon: builds store, target clients, poller, worker, webhook deliverer and HTTP
+server, wires each to the few others it uses, starts and stops them."""
 
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from foreman.app import make_app
+from foreman.app import Face, make_app
+from foreman.caller import Callers
 from foreman.config import Settings
 from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
+from foreman.job_service import JobService
+from foreman.job_views import JobViews
 from foreman.lock import DatabaseLock
-from foreman.metrics import Metrics
+from foreman.metrics import LiveValues, Metrics
 from foreman.poller import Poller
-from foreman.service import JobService
-from foreman.services import Services
+from foreman.recorder import Recorder
 from foreman.store import Store
 from foreman.sweeper import Sweeper
 from foreman.target import TargetClient
 from foreman.webhook_client import WebhookClient
-from foreman.worker import Worker
+from foreman.worker import Wakeup, Worker
+from statemachine import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +39,83 @@ _GRACE = 8.0
 
 
 class Daemon:
-    """One running foreman. `await Daemon.start(settings)`, then `await daemon.stop()`."""
+    """One running foreman. `await Daemon.start(settings)`, then `await daemon.stop()`.
 
-    def __init__(
-        self,
-        services: Services,
-        worker: Worker,
-        server: HTTPServer,
-        sockets: list[socket.socket],
-        lock: DatabaseLock,
-    ) -> None:
-        self.lock = lock
-        self.services = services
-        self.worker = worker
-        self.server = server
+    Its parts are attributes for the tests and the benchmark to look at; no part of
+    foreman is handed the daemon.
+    """
+
+    def __init__(self, settings: Settings, store: Store, sockets: list[socket.socket], lock: DatabaseLock) -> None:
+        self.settings = settings
+        self.store = store
         self.sockets = sockets
+        self.lock = lock
         self._stopped = False
+        self.target, self.embed_target = (
+            TargetClient(
+                settings.ollama_url,
+                first_byte_timeout=settings.first_byte_timeout,
+                idle_timeout=settings.idle_timeout,
+                pool_size=pool_size,
+            )
+            for pool_size in (8, 16)  # embeddings get a pool of their own (ADR 0013)
+        )
+        self.poller = Poller(self.target, settings.poll_interval)
+        self.metrics = Metrics()
+        self.webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
+        self.deliverer = Deliverer(settings, store, self.webhooks)
+        wakeup = Wakeup()
+        self.recorder = Recorder(store, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
+        lifecycle = Lifecycle(self.recorder)
+        callers = Callers()
+        self.worker = Worker(
+            settings,
+            store,
+            self.target,
+            self.poller,
+            lifecycle=lifecycle,
+            callers=callers,
+            wakeup=wakeup,
+            metrics=self.metrics,
+        )
+        self.jobs = JobService(
+            store,
+            self.recorder,
+            lifecycle,
+            callers,
+            self.metrics,
+            offer=self.worker.offer,
+            cancel_running=self.worker.cancel,
+        )
+        self.views = JobViews(store, self.worker, settings.inline_artifact_max)
+        self.embedder = Embedder(settings.embed_model, self.embed_target, self.poller)
+        self.sweeper = Sweeper(store, settings.job_ttl)
+        poller, worker, deliverer = self.poller, self.worker, self.deliverer
+        self.metrics.watch(
+            LiveValues(
+                swaps=lambda: worker.swaps,
+                poll_failures=lambda: poller.polls_failed,
+                target_up=lambda: not poller.degraded,
+                deliveries=lambda: (deliverer.delivered, deliverer.failed_attempts),
+            )
+        )
+        face = Face(
+            settings=settings,
+            jobs=self.jobs,
+            views=self.views,
+            poller=self.poller,
+            target=self.target,
+            embed_target=self.embed_target,
+            webhooks=self.webhooks,
+            metrics=self.metrics,
+            started_at=time.time(),
+        )
+        self.server = HTTPServer(
+            make_app(face),
+            max_body_size=settings.max_body + 1,  # handlers answer 413 themselves first
+            idle_connection_timeout=300,  # Tornado's default is an hour
+            body_timeout=300,
+        )
 
     @property
     def port(self) -> int:
@@ -58,7 +123,7 @@ class Daemon:
 
     @property
     def url(self) -> str:
-        host = self.services.settings.listen_host
+        host = self.settings.listen_host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         return f"http://{host}:{self.port}"
 
@@ -79,7 +144,8 @@ class Daemon:
         store: Store | None = None
         try:
             store = await Store.open(settings.db_path, build_event)
-            return await cls._assemble(settings, lock, run_worker, store, sockets)
+            daemon = cls(settings, store, sockets, lock)
+            await daemon.jobs.recover(settings.max_attempts)
         except BaseException:
             # Close what was opened, or the store's threads keep a failed process alive.
             if store is not None:
@@ -87,57 +153,12 @@ class Daemon:
             for sock in sockets:
                 sock.close()
             raise
-
-    @classmethod
-    async def _assemble(
-        cls, settings: Settings, lock: DatabaseLock, run_worker: bool, store: Store, sockets: list[socket.socket]
-    ) -> Daemon:
-        target, embed_target = (
-            TargetClient(
-                settings.ollama_url,
-                first_byte_timeout=settings.first_byte_timeout,
-                idle_timeout=settings.idle_timeout,
-                pool_size=pool_size,
-            )
-            for pool_size in (8, 16)  # embeddings get a pool of their own (ADR 0013)
-        )
-        poller = Poller(target, settings.poll_interval)
-        metrics = Metrics()
-        jobs = JobService(store, metrics)
-        worker = Worker(settings, jobs, target, poller)
-        webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
-        deliverer = Deliverer(settings, store, webhooks)
-        jobs.attach_deliverer(deliverer.wake)
-        services = Services(
-            settings=settings,
-            store=store,
-            jobs=jobs,
-            target=target,
-            embed_target=embed_target,
-            poller=poller,
-            embedder=Embedder(settings.embed_model, embed_target, poller),
-            worker=worker,
-            webhooks=webhooks,
-            deliverer=deliverer,
-            sweeper=Sweeper(store, settings.job_ttl),
-            metrics=metrics,
-            started_at=time.time(),
-        )
-        metrics.bind(services)
-        await jobs.recover(settings.max_attempts)
-        server = HTTPServer(
-            make_app(services),
-            max_body_size=settings.max_body + 1,  # handlers answer 413 themselves first
-            idle_connection_timeout=300,  # Tornado's default is an hour
-            body_timeout=300,
-        )
-        server.add_sockets(sockets)
-        poller.start()
-        deliverer.start()
-        services.sweeper.start()
+        daemon.server.add_sockets(sockets)
+        daemon.poller.start()
+        daemon.deliverer.start()
+        daemon.sweeper.start()
         if run_worker:
-            worker.start()
-        daemon = cls(services, worker, server, sockets, lock)
+            daemon.worker.start()
         log.info("foreman listening on %s, target %s", daemon.url, settings.ollama_url)
         return daemon
 
@@ -145,22 +166,22 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
-        self.services.jobs.accepting = False
+        self.jobs.accepting = False
         self.server.stop()
         await self.worker.stop(grace=_GRACE)
-        await self.services.poller.stop()
-        await self.services.embedder.stop()
-        await self.services.sweeper.stop()
-        await self.services.deliverer.stop()
-        await self.services.webhooks.close()
+        await self.poller.stop()
+        await self.embedder.stop()
+        await self.sweeper.stop()
+        await self.deliverer.stop()
+        await self.webhooks.close()
         try:
             async with asyncio.timeout(5):
                 await self.server.close_all_connections()
         except TimeoutError:
             log.warning("some client connections did not close in time")
-        await self.services.target.close()
-        await self.services.embed_target.close()
-        await self.services.store.close()
+        await self.target.close()
+        await self.embed_target.close()
+        await self.store.close()
         self.lock.release()
         log.info("foreman stopped")
 

@@ -6,10 +6,12 @@ transaction that is a compare-and-swap on the job's state. A refused CAS (the jo
 moved meanwhile) makes the trigger return False; an illegal trigger is logged and
 refused; neither raises into the caller.
 
-A caller may instead *stage* transitions into a batch that it commits itself, all
-or nothing, in one transaction (the worker does, so that `loading` and `working`
-cost one commit; docs/adr/0012). Until that commit the machine is ahead of the
-database, and a failed commit means the caller abandons this JobFlow.
+A caller may instead *stage* transitions into a batch and commit it with
+`JobFlow.commit`, all or nothing, in one transaction (the worker does, so that
+`loading` and `working` cost one commit; docs/adr/0012). Until that commit the
+machine is ahead of the database, and a failed commit means the caller abandons
+this JobFlow. Either way the sink hears of a change (`notify`) from the JobFlow,
+once it is committed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class Sink(Protocol):
 
     async def persist(self, change: Change) -> bool:
         """Commit the change and its outbox event atomically; False if the CAS missed."""
+        ...
+
+    async def persist_batch(self, create: Any, changes: list[Change]) -> bool:
+        """Commit staged changes in one transaction, all or nothing; False if a CAS missed.
+
+        `create`: a job not stored yet, inserted as the changes leave it (or None)."""
         ...
 
     def notify(self, change: Change) -> None:
@@ -172,6 +180,15 @@ class JobFlow:
             return False
         return bool(moved)
 
+    async def commit(self, batch: list[Change], create: Any = None) -> bool:
+        """Commit the transitions staged in `batch` (and `create`, a job not stored yet), then
+        tell the sink of each. False when the commit missed: abandon this JobFlow."""
+        if not await self._sink.persist_batch(create, batch):
+            return False
+        for change in batch:  # staged transitions are told only once they are on disk
+            self._sink.notify(change)
+        return True
+
     async def _persist(self, event: EventData) -> bool:
         transition = event.transition
         assert transition is not None and transition.dest is not None
@@ -185,7 +202,7 @@ class JobFlow:
         )
         batch = event.kwargs.get("batch")
         if batch is not None:
-            batch.append(change)  # persisted, then told to the sink, by whoever commits the batch
+            batch.append(change)  # persisted, then told to the sink, by `commit`
             return True
         if not await self._sink.persist(change):
             log.info(

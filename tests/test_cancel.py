@@ -7,7 +7,8 @@ import asyncio
 import aiohttp
 
 from foreman.clock import new_id, now
-from foreman.jobs import CHAT, new_job, parse_submission
+from foreman.job import CHAT, new_job
+from foreman.requests import parse_submission
 from foreman.server import Daemon
 from foreman.simulator import Simulator
 from tests.conftest import read_db
@@ -30,7 +31,7 @@ async def test_deleting_a_queued_sync_job_answers_its_caller(
         http.post(foreman.url + "/api/chat", json={"model": "llama3.2", "messages": HELLO, "stream": False})
     )
     for _ in range(200):
-        rows = read_db(foreman.services.settings.db_path, "SELECT id FROM jobs WHERE state = 'queued'")
+        rows = read_db(foreman.settings.db_path, "SELECT id FROM jobs WHERE state = 'queued'")
         if rows:
             break
         await asyncio.sleep(0.01)
@@ -51,14 +52,14 @@ async def test_a_cancel_right_after_a_fast_path_submit_is_not_lost(foreman: Daem
         if foreman.worker._waiting_on_empty_queue:
             break
         await asyncio.sleep(0.01)
-    jobs = foreman.services.jobs
+    jobs = foreman.jobs
     body = b'{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"options":{"num_predict":100}}'
     sub = parse_submission(CHAT, body, sync=False)
     job = new_job(sub, new_id(), now())
-    assert foreman.worker.offer(job)  # straight to the idle worker
+    assert foreman.worker.offer(job, None)  # straight to the idle worker
     await asyncio.sleep(0)
     await jobs.cancel(job.id, "changed my mind")
-    db = foreman.services.settings.db_path
+    db = foreman.settings.db_path
     for _ in range(300):  # the row appears with the worker's first commit: look every 10 ms
         rows = read_db(db, "SELECT id, state FROM jobs")
         if rows and rows[0][1] in ("done", "cancelled", "failed"):
@@ -70,11 +71,11 @@ async def test_a_cancel_right_after_a_fast_path_submit_is_not_lost(foreman: Daem
 async def test_waiting_on_a_finished_job_leaves_nothing_behind(foreman: Daemon, http: aiohttp.ClientSession) -> None:
     async with http.post(foreman.url + "/jobs", json={"model": "llama3.2", "messages": HELLO}) as resp:
         job_id = (await resp.json())["job_id"]
-    await foreman.services.jobs.wait_terminal(job_id, 5)
+    await foreman.jobs.wait_terminal(job_id, 5)
     for _ in range(5):
-        await foreman.services.jobs.wait_terminal(job_id, 5)
-        await foreman.services.jobs.wait_terminal("01NOSUCHJOB", 0.01)
-    assert foreman.services.jobs._terminal_waiters == {}
+        await foreman.jobs.wait_terminal(job_id, 5)
+        await foreman.jobs.wait_terminal("01NOSUCHJOB", 0.01)
+    assert foreman.recorder.waiting == 0
 
 
 async def test_clients_hanging_up_at_once_never_use_up_the_target_connections(
@@ -97,5 +98,5 @@ async def test_clients_hanging_up_at_once_never_use_up_the_target_connections(
         async with http.post(foreman.url + "/api/chat", json={"model": "llama3.2", "messages": HELLO}) as resp:
             assert resp.status == 200
             assert b'"done":true' in await resp.read()
-    jobs = read_db(foreman.services.settings.db_path, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
+    jobs = read_db(foreman.settings.db_path, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
     assert dict(jobs).get("done", 0) >= 1 and not {"queued", "loading", "working"} & dict(jobs).keys()

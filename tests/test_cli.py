@@ -50,9 +50,9 @@ async def test_status_healthy_with_the_human_view_and_json(foreman: Daemon, http
 
 async def test_status_degraded_and_unreachable(start_foreman: StartForeman, sim: Simulator) -> None:
     foreman = await start_foreman(token="s3cret")
-    await foreman.services.poller.poll()
+    await foreman.poller.poll()
     sim.sleep(5.0)
-    await foreman.services.poller.poll()
+    await foreman.poller.poll()
     code, out, _ = await cli("status", "--url", foreman.url, FOREMAN_TOKEN="s3cret")
     assert code == 1 and "DEGRADED" in out and "unreachable" in out
     code, out, _ = await cli("status", "--url", f"http://127.0.0.1:{free_port()}")

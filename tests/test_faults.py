@@ -29,10 +29,10 @@ async def post_chat(http: aiohttp.ClientSession, url: str, body: dict[str, objec
 async def test_sleeping_target_loses_nothing_and_uses_no_attempt(
     foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession, db_path: str
 ) -> None:
-    await foreman.services.poller.poll()
+    await foreman.poller.poll()
     sim.sleep(2.0)
     jobs = [asyncio.ensure_future(post_chat(http, foreman.url, NO_STREAM)) for _ in range(3)]
-    await asyncio.wait_for(foreman.services.poller.wait_down(), 2)
+    await asyncio.wait_for(foreman.poller.wait_down(), 2)
     async with http.get(foreman.url + "/healthz") as resp:
         health = await resp.json()
     assert health["degraded"] is True and health["queue"]["queued"] >= 2
@@ -40,7 +40,7 @@ async def test_sleeping_target_loses_nothing_and_uses_no_attempt(
     assert [status for status, _, _ in results] == [200, 200, 200]
     for _, job_id, _ in results:
         assert read_db(db_path, "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,)) == [("done", 1)]
-    assert not foreman.services.poller.degraded
+    assert not foreman.poller.degraded
 
 
 async def test_reset_before_any_byte_reached_the_client_is_retried(
@@ -94,7 +94,7 @@ async def test_target_errors_are_relayed_unchanged(
             pass
     assert err.value.error == "runner crashed"
     for (job_id,) in read_db(db_path, "SELECT id FROM jobs"):
-        await foreman.services.jobs.wait_terminal(job_id, 5)  # the error line went out before the commit
+        await foreman.jobs.wait_terminal(job_id, 5)  # the error line went out before the commit
     rows = read_db(db_path, "SELECT state, error, attempt FROM jobs ORDER BY seq")
     assert rows == [("failed", "server busy, please try again.", 1), ("failed", "runner crashed", 1)]
 

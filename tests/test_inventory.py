@@ -128,7 +128,7 @@ async def test_the_embedder_stays_resident_across_worker_swaps(
         await client.generate(model=model, prompt=f"turn {i}", think=False)
         assert "nomic-embed-text:latest" in sim.loaded, f"embedder evicted at swap {i}"
         assert model + ":latest" in sim.loaded
-    assert foreman.services.worker.swaps == 20
+    assert foreman.worker.swaps == 20
     ps = await ollama_client(sim.url).ps()
     assert "nomic-embed-text:latest" in {m.model for m in ps.models}
     embed_loads = [r for r in sim.requests if r.kind == "embed" and r.loaded_model]
@@ -139,7 +139,7 @@ async def test_sleeping_target_degrades_serves_last_known_and_recovers(
     start_foreman: StartForeman, sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
     foreman = await start_foreman(poll_interval="500ms")
-    poller = foreman.services.poller
+    poller = foreman.poller
     await poller.poll()
     async with http.get(foreman.url + "/api/tags") as resp:
         tags_before = await resp.read()

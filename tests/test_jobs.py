@@ -83,7 +83,7 @@ async def test_submit_validation(foreman: Daemon, http: aiohttp.ClientSession) -
             assert resp.status == status, body
             payload = await resp.json()
             assert payload["error"] and (error is None or payload["error"] == error)
-    assert read_db(foreman.services.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert read_db(foreman.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
 async def test_idempotency_key_returns_the_same_job(foreman: Daemon, http: aiohttp.ClientSession) -> None:
@@ -92,7 +92,7 @@ async def test_idempotency_key_returns_the_same_job(foreman: Daemon, http: aioht
     second = await submit(http, foreman.url, body, **{"Idempotency-Key": "order-42"})
     third = await submit(http, foreman.url, body, **{"Idempotency-Key": "order-43"})
     assert first == second != third
-    assert read_db(foreman.services.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    assert read_db(foreman.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(2,)]
 
 
 async def test_queue_positions_progress_listing_and_paging(
@@ -152,10 +152,10 @@ async def test_finished_jobs_are_swept_after_their_ttl(
     foreman = await start_foreman(job_ttl="1s")
     job_id = await submit(http, foreman.url, {"model": "llama3.2", "messages": HELLO})
     assert (await get_job(http, foreman.url, job_id, wait=10))["state"] == "done"
-    db = foreman.services.settings.db_path
+    db = foreman.settings.db_path
     assert read_db(db, "SELECT COUNT(*) FROM artifacts WHERE job_id = ?", (job_id,))[0][0] > 0
     await asyncio.sleep(1.1)  # let the job age past its TTL
-    assert await foreman.services.sweeper.sweep() == 1
+    assert await foreman.sweeper.sweep() == 1
     async with http.get(f"{foreman.url}/jobs/{job_id}") as resp:
         assert resp.status == 404
     for table in ("jobs", "artifacts", "events"):
@@ -170,7 +170,7 @@ async def test_a_second_foreman_on_the_same_database_refuses_to_start(foreman: D
         "--listen",
         f"127.0.0.1:{free_port()}",
         "--db-path",
-        foreman.services.settings.db_path,
+        foreman.settings.db_path,
     ]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "foreman", "serve", *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE
@@ -187,11 +187,11 @@ async def test_stopping_refuses_new_work_and_requeues_the_running_job(
     sim.token_delay = 0.05
     job_id = await submit(http, foreman.url, {"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 400}})
     await sim.wait_for(lambda: any(r.kind == "chat" for r in sim.requests))
-    foreman.services.jobs.accepting = False  # what stop() does first
+    foreman.jobs.accepting = False  # what stop() does first
     async with http.post(foreman.url + "/jobs", json={"model": "llama3.2", "messages": HELLO}) as resp:
         assert resp.status == 503 and "shutting down" in (await resp.json())["error"]
     await foreman.worker.stop(grace=0.2)  # the job cannot finish in time
-    rows = read_db(foreman.services.settings.db_path, "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,))
+    rows = read_db(foreman.settings.db_path, "SELECT state, attempt FROM jobs WHERE id = ?", (job_id,))
     assert rows == [("queued", 1)]
     first = next(r for r in sim.requests if r.kind == "chat")
     await sim.wait_for(lambda: first.client_closed_at is not None)
@@ -211,7 +211,7 @@ async def test_restart_recovery_keeps_the_poison_job_guard(start_foreman: StartF
         )
     conn.commit()
     conn.close()
-    restarted = await Daemon.start(foreman.services.settings, run_worker=False)  # the restart
+    restarted = await Daemon.start(foreman.settings, run_worker=False)  # the restart
     try:
         rows = dict((r[0], (r[1], r[2])) for r in read_db(db_path, "SELECT id, state, attempt FROM jobs"))
         assert rows["01KEEPGOING"] == ("queued", 2)

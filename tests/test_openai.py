@@ -43,7 +43,7 @@ async def test_chat_streamed_and_not_and_completions(
     assert "".join(parts) == expected.choices[0].message.content and len(parts) > 2
     completion = await ours.completions.create(model="llama3.2", prompt="why is the sky blue")
     assert completion.choices[0].text
-    rows = read_db(foreman.services.settings.db_path, "SELECT endpoint, state FROM jobs ORDER BY seq")
+    rows = read_db(foreman.settings.db_path, "SELECT endpoint, state FROM jobs ORDER BY seq")
     assert rows == [("/v1/chat/completions", "done")] * 2 + [("/v1/completions", "done")]
 
 
@@ -99,6 +99,6 @@ async def test_a_client_that_hangs_up_on_a_stream_cancels_its_job(
     await stream.close()
     chat = next(r for r in sim.requests if r.path == "/v1/chat/completions")
     await sim.wait_for(lambda: chat.client_closed_at is not None, timeout=2.0)
-    job_id = read_db(foreman.services.settings.db_path, "SELECT id FROM jobs")[0][0]
-    await foreman.services.jobs.wait_terminal(job_id, 5)
-    assert read_db(foreman.services.settings.db_path, "SELECT state FROM jobs") == [("cancelled",)]
+    job_id = read_db(foreman.settings.db_path, "SELECT id FROM jobs")[0][0]
+    await foreman.jobs.wait_terminal(job_id, 5)
+    assert read_db(foreman.settings.db_path, "SELECT state FROM jobs") == [("cancelled",)]

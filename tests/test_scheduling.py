@@ -14,7 +14,7 @@ from tests.conftest import OllamaFactory, StartForeman, read_db
 async def until_queued(foreman: Daemon, count: int) -> None:
     """Rows in the database have no event to wait on: look every 10 ms, for up to 5 s."""
     for _ in range(500):
-        if (await foreman.services.store.count_by_state())["queued"] == count:
+        if (await foreman.store.count_by_state())["queued"] == count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never {count} queued jobs")
@@ -26,7 +26,7 @@ async def test_queued_jobs_for_the_resident_model_run_first(
     a, b = "llama3.2", "qwen3"
     client = ollama_client(foreman.url)
     await client.generate(model=a, prompt="warm up")  # A is resident
-    swaps_before = foreman.services.worker.swaps
+    swaps_before = foreman.worker.swaps
     sim.token_delay = 0.02
     running = asyncio.ensure_future(client.generate(model=a, prompt="A0", options={"num_predict": 40}))
     await sim.wait_for(lambda: any(r.body and r.body.get("prompt") == "A0" for r in sim.requests))
@@ -38,7 +38,7 @@ async def test_queued_jobs_for_the_resident_model_run_first(
     await asyncio.gather(*waiting)
     order = [r.body["prompt"] for r in sim.requests if r.kind == "generate" and r.body]
     assert order[-4:] == ["A2", "A4", "B1", "B3"], order
-    assert foreman.services.worker.swaps - swaps_before == 1
+    assert foreman.worker.swaps - swaps_before == 1
     loads = [r.model for r in sim.requests if r.loaded_model and r.model and "embed" not in r.model]
     assert loads == [a, b]  # the warm-up's load of A, then B once
 
@@ -49,14 +49,14 @@ async def test_a_model_evicted_behind_foremans_back_is_not_drained_first(
     foreman = await start_foreman(poll_interval="200ms")
     client = ollama_client(foreman.url)
     await client.generate(model="llama3.2", prompt="x")
-    assert foreman.services.worker.resident == "llama3.2:latest"
+    assert foreman.worker.resident == "llama3.2:latest"
     direct = ollama_client(sim.url)
     await direct.generate(model="llama3.2", keep_alive=0)  # someone unloads it
     await direct.generate(model="qwen3", prompt="y", think=False)  # and loads another
     await sim.wait_for(lambda: "llama3.2:latest" not in sim.loaded)
-    poller = foreman.services.poller
+    poller = foreman.poller
     await poller.poll()
-    assert foreman.services.worker._check_resident() == "qwen3:latest"
+    assert foreman.worker.residency.check() == "qwen3:latest"
 
 
 async def test_an_unknown_model_is_refused_before_it_is_queued(foreman: Daemon, ollama_client: OllamaFactory) -> None:
@@ -71,4 +71,4 @@ async def test_an_unknown_model_is_refused_before_it_is_queued(foreman: Daemon, 
             assert exc.status_code == 404 and "not found" in exc.error
         else:
             raise AssertionError("an unknown model was accepted")
-    assert read_db(foreman.services.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert read_db(foreman.settings.db_path, "SELECT COUNT(*) FROM jobs") == [(0,)]

@@ -26,7 +26,7 @@ async def test_wait_event_times_out_and_sees_a_set_event() -> None:
 
 
 async def test_the_deliverer_stops_when_woken_as_it_is_stopped(foreman: Daemon) -> None:
-    deliverer = foreman.services.deliverer
+    deliverer = foreman.deliverer
     await asyncio.sleep(0.05)  # its loop is parked, waiting for a wake-up (up to 30 s)
     deliverer.wake()  # a delivery ending just as the daemon stops
     async with asyncio.timeout(5):

@@ -12,7 +12,8 @@ import pytest
 
 from foreman.clock import new_id, now
 from foreman.events import EventSource, build_event
-from foreman.jobs import CHAT, Job, new_job, parse_submission
+from foreman.job import CHAT, Job, new_job
+from foreman.requests import parse_submission
 from foreman.schema import SCHEMA_VERSION
 from foreman.store import Store
 from statemachine import Change, Lifecycle, State, Trigger

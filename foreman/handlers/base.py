@@ -1,8 +1,10 @@
 """The base handler: Ollama's habits where Tornado's differ, auth, and the error shape.
 
 Ollama sends no Server header, no ETags, JSON error objects, and plain-text 404/405
-pages from its router (reference/ollama-wire.md section 0). Bodies of POST handlers
-are streamed in so an oversized one gets 413 before it is read (`max_body`).
+pages from its router (docs/wire.md section 0). Bodies of POST handlers are streamed
+in so an oversized one gets 413 before it is read (`max_body`). foreman's errors
+(`foreman/errors.py`) get their status here (`STATUS`). Each handler receives what
+it uses through `initialize` (the route table is `foreman/app.py`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,36 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from foreman.errors import ForemanError, NotFound, PayloadTooLarge, Unauthorized
-from foreman.services import Services
+from foreman.config import Settings
+from foreman.errors import (
+    BadGateway,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    ForemanError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
 
 _JSON = "application/json; charset=utf-8"
+
+# The HTTP status of each of foreman's errors (any other ForemanError: 500).
+STATUS: dict[type[ForemanError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    BadGateway: 502,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: ForemanError) -> int:
+    return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
 
 
 def dump(value: Any) -> bytes:
@@ -28,8 +56,8 @@ def dump(value: Any) -> bytes:
 class BaseHandler(RequestHandler):
     open_access = False  # /healthz: no token needed
 
-    def initialize(self, services: Services) -> None:
-        self.services = services
+    def initialize(self, settings: Settings) -> None:
+        self.config = settings  # not `settings`: RequestHandler has one (the Application's)
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._closers: list[Callable[[], None]] = []
@@ -45,14 +73,12 @@ class BaseHandler(RequestHandler):
     def prepare(self) -> None:
         self.check_token()
         length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.services.settings.max_body:
-            raise PayloadTooLarge(
-                f"request body too large: {length} bytes, max_body is {self.services.settings.max_body}"
-            )
+        if length and length.isdigit() and int(length) > self.config.max_body:
+            raise PayloadTooLarge(f"request body too large: {length} bytes, max_body is {self.config.max_body}")
 
     def check_token(self) -> None:
         """Bearer token, compared as bytes in constant time (no token configured: open)."""
-        token = self.services.settings.token
+        token = self.config.token
         if token and not self.open_access:
             given = self.request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -60,8 +86,8 @@ class BaseHandler(RequestHandler):
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
-        if self._body_size > self.services.settings.max_body:
-            raise PayloadTooLarge(f"request body too large: max_body is {self.services.settings.max_body}")
+        if self._body_size > self.config.max_body:
+            raise PayloadTooLarge(f"request body too large: max_body is {self.config.max_body}")
         if self._refused is None:
             self._body_parts.append(chunk)
 
@@ -78,15 +104,6 @@ class BaseHandler(RequestHandler):
             return b"".join(self._body_parts)
         return self.request.body or b""
 
-    async def ensure_model(self, name: str) -> None:
-        """Refuse a model the target lacks, with Ollama's own answer, after one fresh look at
-        its list (ADR 0006). When the target cannot be asked, the model is given the benefit."""
-        poller = self.services.poller
-        if poller.has_model(name):
-            return
-        if await poller.poll() and poller.has_model(name) is False:
-            raise NotFound(f"model '{name}' not found")
-
     def when_closed(self, closer: Callable[[], None]) -> None:
         """Call `closer` if the client hangs up before the answer is complete."""
         self._closers.append(closer)
@@ -101,9 +118,16 @@ class BaseHandler(RequestHandler):
         self.set_header("Content-Type", _JSON)
         self.finish(dump(value))
 
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """foreman's own errors are answers, not failures: nothing to log (the access log has them)."""
+        if not isinstance(value, ForemanError):
+            super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if status_code in (404, 405) and not isinstance(exc, ForemanError):
+        if isinstance(exc, ForemanError):
+            self.set_status(status_of(exc))
+        elif status_code in (404, 405):
             # gin's router answers unknown paths and wrong methods in plain text.
             text = "404 page not found" if status_code == 404 else "405 method not allowed"
             self.set_header("Content-Type", "text/plain")

@@ -7,9 +7,12 @@ generation, and their bytes pass unchanged both ways.
 from __future__ import annotations
 
 from foreman.handlers.base import BodyHandler
-from foreman.passthrough import relay
+from foreman.handlers.inventory import ProxyHandler
+from foreman.proxy import proxy_request
 
 
-class EmbedHandler(BodyHandler):
+class EmbedHandler(BodyHandler, ProxyHandler):
+    """Routed with `target` = the embeddings' own pool."""
+
     async def post(self) -> None:
-        await relay(self, self.services.embed_target, self.body)
+        await proxy_request(self, self.target, self.body)

@@ -6,41 +6,41 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from foreman.clock import iso, now
+from foreman.clock import iso
+from foreman.config import Settings
 from foreman.handlers.base import BaseHandler
+from foreman.job_views import JobViews
+from foreman.metrics import Metrics
+from foreman.poller import Poller
 
 
 class HealthHandler(BaseHandler):
     open_access = True
 
+    def initialize(self, settings: Settings, views: JobViews, poller: Poller, started_at: float) -> None:  # type: ignore[override]
+        super().initialize(settings)
+        self.views = views
+        self.poller = poller
+        self.started_at = started_at
+
     async def get(self) -> None:
-        services = self.services
-        poller = services.poller
-        running = services.jobs.running
-        worker = services.worker
+        poller, views = self.poller, self.views
         self.write_json(
             {
                 "status": "ok",
                 "degraded": poller.degraded,
-                "target": services.settings.ollama_url,
+                "target": self.config.ollama_url,
                 "last_poll_at": iso(poller.last_poll_at),
                 "last_error": poller.last_error,
                 "polls_failed": poller.polls_failed,
                 "installed_models": None if poller.tags is None else len(poller.tags.model_keys),
-                "resident_model": worker.resident,
-                "embed_model": services.settings.embed_model,
-                "swaps": worker.swaps,
-                "queue": await services.store.count_by_state(),
-                "queue_by_model": dict(await services.store.queued_by_model()),
-                "running": None
-                if running is None
-                else {
-                    "job_id": running.job.id,
-                    "model": running.job.model,
-                    "state": running.flow.state,
-                    "elapsed_s": round(now() - running.started, 3),
-                },
-                "uptime_s": round(time.time() - services.started_at, 3),
+                "resident_model": views.resident,
+                "embed_model": self.config.embed_model,
+                "swaps": views.swaps,
+                "queue": await views.counts(),
+                "queue_by_model": dict(await views.queued_by_model()),
+                "running": views.running(),
+                "uptime_s": round(time.time() - self.started_at, 3),
             }
         )
 
@@ -48,6 +48,12 @@ class HealthHandler(BaseHandler):
 class MetricsHandler(BaseHandler):
     """GET /metrics: Prometheus text format (guarded by the token like every endpoint but /healthz)."""
 
+    def initialize(self, settings: Settings, views: JobViews, metrics: Metrics) -> None:  # type: ignore[override]
+        super().initialize(settings)
+        self.views = views
+        self.metrics = metrics
+
     async def get(self) -> None:
+        counts, by_model = await self.views.counts(), await self.views.queued_by_model()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(await self.services.metrics.render(self.services))
+        self.finish(self.metrics.render(counts, by_model))

@@ -1,4 +1,4 @@
-"""The inventory face: tags, ps, version, show, and model management (CONTRACT section 3).
+"""The inventory face: tags, ps, version, show, and model management (docs/contract.md section 3).
 
 `/api/tags` comes from the poller (ADR 0006); `/api/ps` and `/api/version` are asked
 live and fall back to the last known answer while the target is down; `/api/show` is
@@ -7,17 +7,30 @@ passed through. Management endpoints are refused unless `allow_model_management`
 
 from __future__ import annotations
 
+from foreman.config import Settings
 from foreman.errors import BadGateway, Forbidden
 from foreman.handlers.base import BaseHandler, BodyHandler
-from foreman.passthrough import relay
-from foreman.poller import Snapshot
-from foreman.target import TargetError
+from foreman.poller import Poller, Snapshot
+from foreman.proxy import proxy_request
+from foreman.target import TargetClient, TargetError
 
 _JSON = "application/json; charset=utf-8"
 
 
+class ProxyHandler(BaseHandler):
+    """Passes its requests to the target (`target`: the pool to use)."""
+
+    def initialize(self, settings: Settings, target: TargetClient) -> None:  # type: ignore[override]
+        super().initialize(settings)
+        self.target = target
+
+
 class SnapshotHandler(BaseHandler):
     """Answers with a snapshot's bytes exactly as the target sent them."""
+
+    def initialize(self, settings: Settings, poller: Poller) -> None:  # type: ignore[override]
+        super().initialize(settings)
+        self.poller = poller
 
     def send_snapshot(self, snap: Snapshot, *, body: bool = True) -> None:
         self.set_header("Content-Type", _JSON)
@@ -36,7 +49,7 @@ class TagsHandler(SnapshotHandler):
         self.send_snapshot(await self._tags(), body=False)
 
     async def _tags(self) -> Snapshot:
-        poller = self.services.poller
+        poller = self.poller
         if poller.tags is None:
             await poller.poll()
         if poller.tags is None:
@@ -50,8 +63,12 @@ class LiveHandler(SnapshotHandler):
     path = ""
     snapshot = ""  # the poller's attribute holding the last known answer
 
+    def initialize(self, settings: Settings, poller: Poller, target: TargetClient) -> None:  # type: ignore[override]
+        super().initialize(settings, poller)
+        self.target = target
+
     def last_known(self) -> Snapshot | None:
-        known: Snapshot | None = getattr(self.services.poller, self.snapshot)
+        known: Snapshot | None = getattr(self.poller, self.snapshot)
         return known
 
     async def get(self) -> None:
@@ -59,16 +76,16 @@ class LiveHandler(SnapshotHandler):
 
     async def _answer(self, *, body: bool) -> None:
         try:
-            status, headers, raw = await self.services.target.fetch("GET", self.path, timeout=10.0)
+            status, headers, raw = await self.target.fetch("GET", self.path, timeout=10.0)
         except TargetError as exc:
-            self.services.poller.report_down(str(exc))
+            self.poller.report_down(str(exc))
             known = self.last_known()
             if known is None:
                 raise BadGateway(str(exc)) from None
             self.send_snapshot(known, body=body)
             return
         if status == 200 and self.path == "/api/ps":
-            self.services.poller.saw_ps(raw)
+            self.poller.saw_ps(raw)
         self.set_status(status)
         for name, value in headers:
             self.set_header(name, value)
@@ -90,24 +107,28 @@ class VersionHandler(LiveHandler):
         await self._answer(body=False)
 
 
-class ShowHandler(BodyHandler):
+class ShowHandler(BodyHandler, ProxyHandler):
     async def post(self) -> None:
-        await relay(self, self.services.target, self.body)
+        await proxy_request(self, self.target, self.body)
 
 
-class ManagementHandler(BodyHandler):
+class ManagementHandler(BodyHandler, ProxyHandler):
     """pull, push, create, copy, delete and blobs: only with `allow_model_management: true`."""
+
+    def initialize(self, settings: Settings, target: TargetClient, poller: Poller) -> None:  # type: ignore[override]
+        super().initialize(settings, target)
+        self.poller = poller
 
     async def _pass(self) -> None:
         body = self.body  # also raises a refusal of the token
-        if not self.services.settings.allow_model_management:
+        if not self.config.allow_model_management:
             raise Forbidden(
                 "model management is disabled on this foreman; set allow_model_management: true to allow "
                 f"{self.request.method} {self.request.path}"
             )
-        await relay(self, self.services.target, body or None, stream=True, finish=False)
+        await proxy_request(self, self.target, body or None, stream=True, finish=False)
         # The inventory has changed, or may have: look again before the client hears the end.
-        await self.services.poller.poll()
+        await self.poller.poll()
         if not self._finished:
             self.finish()
 

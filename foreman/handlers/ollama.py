@@ -1,4 +1,4 @@
-"""The Ollama face: the paths and answers of an Ollama server (CONTRACT section 3).
+"""The Ollama face: the paths and answers of an Ollama server (docs/contract.md section 3).
 
 Chat and generate are queued as jobs and block until done; the worker writes the
 target's answer into the waiting handler through `HandlerCaller`.
@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 
+from foreman.caller import HandlerCaller
+from foreman.config import Settings
 from foreman.handlers.base import BaseHandler, BodyHandler
-from foreman.jobs import CHAT, Submission, parse_submission
-from foreman.relay import HandlerCaller
-from foreman.services import Services
+from foreman.job import CHAT, Submission
+from foreman.job_service import JobService
+from foreman.poller import Poller
+from foreman.requests import parse_submission
 from foreman.target import request_headers
 
 log = logging.getLogger(__name__)
@@ -33,26 +36,27 @@ class GenerationHandler(BodyHandler):
 
     endpoint = CHAT
 
-    def initialize(self, services: Services, endpoint: str = CHAT) -> None:
-        super().initialize(services)
+    def initialize(self, settings: Settings, jobs: JobService, poller: Poller, endpoint: str = CHAT) -> None:  # type: ignore[override]
+        super().initialize(settings)
+        self.jobs = jobs
+        self.poller = poller
         self.endpoint = endpoint
         self._caller: HandlerCaller | None = None
         self._job_id: str | None = None
         self._hung_up = False
 
     def submission(self) -> Submission:
-        return parse_submission(self.endpoint, self.body, keep_alive=self.services.settings.worker_keep_alive)
+        return parse_submission(self.endpoint, self.body, keep_alive=self.config.worker_keep_alive)
 
     async def post(self) -> None:
-        services = self.services
         sub = self.submission()
-        await self.ensure_model(sub.name)
+        await self.poller.require_model(sub.name)
         caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
         caller.gone = self._hung_up  # hung up while the model was being checked
         self._caller = caller
-        self._job_id = await services.jobs.submit(sub, caller)
+        self._job_id = await self.jobs.submit(sub, caller)
         if caller.gone:
-            await services.jobs.cancel(self._job_id, "the client disconnected")
+            await self.jobs.cancel(self._job_id, "the client disconnected")
         await caller.done
 
     def on_connection_close(self) -> None:
@@ -64,4 +68,4 @@ class GenerationHandler(BodyHandler):
         caller.gone = True
         if self._job_id is not None:
             log.info("job=%s client disconnected", self._job_id)
-            self.services.jobs.cancel_soon(self._job_id, "the client disconnected")
+            self.jobs.cancel_soon(self._job_id, "the client disconnected")

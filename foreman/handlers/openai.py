@@ -1,4 +1,4 @@
-"""The OpenAI-compatible face (CONTRACT section 3): Ollama's own `/v1` layer, behind the queue.
+"""The OpenAI-compatible face (docs/contract.md section 3): Ollama's own `/v1` layer, behind the queue.
 
 Chat and completions are queued exactly like `/api/chat` and passed to the target's `/v1`
 endpoints, their SSE lines relayed as they come; models come from the poller's inventory;
@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from foreman.errors import ForemanError
-from foreman.handlers.base import BaseHandler, dump
-from foreman.handlers.inventory import TagsHandler
+from foreman.handlers.base import dump, status_of
+from foreman.handlers.inventory import ProxyHandler, TagsHandler
 from foreman.handlers.ollama import GenerationHandler
-from foreman.jobs import Submission, parse_openai
-from foreman.passthrough import relay
+from foreman.job import Submission
+from foreman.proxy import proxy_request
+from foreman.requests import parse_openai
 
 _TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 
@@ -35,8 +36,10 @@ class OpenAIGenerationHandler(GenerationHandler):
         if not isinstance(exc, ForemanError):
             super().write_error(status_code, **kwargs)
             return
+        status = status_of(exc)
+        self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(dump(openai_error(exc.message, status_code)))
+        self.finish(dump(openai_error(exc.message, status)))
 
 
 class ModelsHandler(TagsHandler):
@@ -58,11 +61,11 @@ class ModelsHandler(TagsHandler):
         self.finish(dump({"object": "list", "data": data or None}))
 
 
-class ModelHandler(BaseHandler):
+class ModelHandler(ProxyHandler):
     """GET /v1/models/{model}: one model, asked of the target (Ollama looks it up with show)."""
 
     async def get(self, model: str) -> None:
-        await relay(self, self.services.target, None)
+        await proxy_request(self, self.target, None)
 
 
 def _unix(stamp: Any) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from foreman.clock import new_id, now
 from foreman.events import EventSource
-from foreman.jobs import Job
+from foreman.job import Job
 from foreman.store.database import Database
 from statemachine import Change, State
 

@@ -1,112 +1,20 @@
-"""What a job is: the record read from the store, and a submission parsed from a request body.
+"""Request parsing: a request body becomes a `Submission`, with Ollama's own error texts.
 
 Parsing reads only what foreman needs (`model`, `stream`, `keep_alive`, `messages`,
 `prompt`) and keeps the body bytes as they came (docs/adr/0003). Errors copy
-Ollama's status codes and texts (reference/ollama-wire.md sections 0 and 5).
+Ollama's status codes and texts (docs/wire.md sections 0 and 5).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from foreman.errors import BadRequest, NotFound
-
-CHAT = "/api/chat"
-GENERATE = "/api/generate"
-V1_CHAT = "/v1/chat/completions"
-V1_COMPLETIONS = "/v1/completions"
-# The native endpoint that loads a model for each endpoint a job may use.
-LOAD_ENDPOINT = {CHAT: CHAT, GENERATE: GENERATE, V1_CHAT: CHAT, V1_COMPLETIONS: GENERATE}
-
-KIND_GENERATE = "generate"
-KIND_LOAD = "load"
-KIND_UNLOAD = "unload"
+from foreman.job import CHAT, GENERATE, KIND_GENERATE, KIND_LOAD, KIND_UNLOAD, Submission, model_key
 
 _GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A request to run, validated and ready to be stored as a queued job."""
-
-    endpoint: str
-    model: str  # canonical key, see model_key()
-    name: str  # the model as the client spelled it (for Ollama's error texts)
-    kind: str
-    stream: bool
-    body: bytes
-    sync: bool = True
-    webhook_url: str | None = None
-    idempotency_key: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as stored. Built by the store from a row; never mutated."""
-
-    seq: int
-    id: str
-    state: str
-    model: str
-    model_name: str
-    endpoint: str
-    kind: str
-    sync: bool
-    stream: bool
-    body: bytes
-    webhook_url: str | None
-    idempotency_key: str | None
-    attempt: int
-    not_before: float
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    finished_at: float | None
-    status: int | None
-    error: str | None
-    swapped: bool | None
-    load_duration: int | None
-    eval_count: int | None
-
-
-def new_job(sub: Submission, job_id: str, ts: float) -> Job:
-    """The queued job a submission becomes (before the store assigns its `seq`)."""
-    return Job(
-        seq=0,
-        id=job_id,
-        state="queued",
-        model=sub.model,
-        model_name=sub.name,
-        endpoint=sub.endpoint,
-        kind=sub.kind,
-        sync=sub.sync,
-        stream=sub.stream,
-        body=sub.body,
-        webhook_url=sub.webhook_url,
-        idempotency_key=sub.idempotency_key,
-        attempt=1,
-        not_before=0.0,
-        created_at=ts,
-        updated_at=ts,
-        started_at=None,
-        finished_at=None,
-        status=None,
-        error=None,
-        swapped=None,
-        load_duration=None,
-        eval_count=None,
-    )
-
-
-def model_key(name: str) -> str:
-    """Ollama's name rules: case-insensitive, a bare name means `:latest`."""
-    key = name.strip().lower()
-    if ":" not in key.rsplit("/", 1)[-1]:
-        key += ":latest"
-    return key
 
 
 def decode_body(body: bytes, go_type: str) -> dict[str, Any]:
@@ -205,7 +113,7 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
     if webhook is not None and not isinstance(webhook, str):
         raise BadRequest("state_webhook_url must be a string")
     if not data.get("model"):
-        raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (CONTRACT section 3)
+        raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (docs/contract.md section 3)
     model, kind = _model_and_kind(endpoint, data)
     data["stream"] = True
     data.setdefault("keep_alive", keep_alive_value(keep_alive))

@@ -1,4 +1,4 @@
-"""Requests foreman does not queue: sent to the target as they came, answered as it answers.
+"""Proxying the requests foreman does not queue: sent to the target as they came, answered as it answers.
 
 Used for `/api/show`, `/api/version`, `/api/ps`, the embedding endpoints and model
 management. Bytes pass unchanged both ways (docs/adr/0003); a streamed answer (pull,
@@ -7,15 +7,32 @@ create) is flushed piece by piece; a client that hangs up closes the upstream re
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from tornado.httputil import HTTPServerRequest
 from tornado.iostream import StreamClosedError
 
 from foreman.errors import BadGateway
-from foreman.handlers.base import BaseHandler
 from foreman.target import TargetAborted, TargetClient, TargetError, request_headers
 
 
-async def relay(
-    handler: BaseHandler, client: TargetClient, body: bytes | None, *, stream: bool = False, finish: bool = True
+class ProxiedHandler(Protocol):
+    """What of a Tornado handler the proxy uses (foreman/handlers/base.py's BaseHandler)."""
+
+    request: HTTPServerRequest
+
+    def when_closed(self, closer: Callable[[], None]) -> None: ...
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
+    def clear_header(self, name: str) -> None: ...
+    def add_header(self, name: str, value: str) -> None: ...
+    def write(self, chunk: bytes) -> None: ...
+    def flush(self) -> Awaitable[None]: ...
+    def finish(self) -> Awaitable[None]: ...
+
+
+async def proxy_request(
+    handler: ProxiedHandler, client: TargetClient, body: bytes | None, *, stream: bool = False, finish: bool = True
 ) -> int:
     """Send the handler's request to the target and write the answer back; returns its status.
 

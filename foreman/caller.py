@@ -1,29 +1,88 @@
-"""The one streaming helper: a waiting HTTP client, as the worker sees it (`Caller`).
+"""The client waiting on its job over HTTP, as the worker sees it: `Caller`, its Tornado
+implementation `HandlerCaller`, and `Callers`, the callers by job id.
 
 The worker writes the target's bytes straight into the Tornado handler: `write`
 then `flush()` per piece, so nothing is held back; it waits for the flush only when
 the client's socket did not take it all (back-pressure), which spares two turns of
-the loop per token otherwise. A closed client stream (StreamClosedError, or the
-connection-close callback) becomes `CallerGone`, which cancels the job.
+the loop per token otherwise (docs/adr/0003). A closed client stream
+(StreamClosedError, or the connection-close callback) becomes `CallerGone`, which
+cancels the job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
+from typing import Protocol
 
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler
 
-from foreman.service import CallerGone
 
-log = logging.getLogger(__name__)
+class CallerGone(Exception):
+    """The synchronous client closed its connection."""
+
+
+class Caller(Protocol):
+    """A client waiting on its job over HTTP."""
+
+    upstream_headers: dict[str, str]
+    job_id: str | None
+    gone: bool
+
+    @property
+    def started(self) -> bool:
+        """True once any byte of the answer went to the client."""
+        ...
+
+    async def begin(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+    async def send(self, data: bytes) -> None:
+        """Write and flush one piece of the answer; raises CallerGone."""
+        ...
+
+    def reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """The whole answer at once (non-streamed, or an error before any byte)."""
+        ...
+
+    def end(self, last: bytes = b"") -> None:
+        """Finish a started answer, optionally with one last line."""
+        ...
+
+    @property
+    def answered(self) -> bool:
+        """True once the caller's response is over (or it is gone)."""
+        ...
+
+    def abandon(self, message: str, status: int = 499) -> None:
+        """End the caller's response with an error: its job ended without an answer."""
+        ...
+
+
+class Callers:
+    """The callers waiting on their synchronous jobs, by job id.
+
+    `JobService.submit` adds one before its job exists anywhere else, so the worker never
+    sees a synchronous job without its caller; whoever ends the job takes it out.
+    """
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, Caller] = {}
+
+    def add(self, job_id: str, caller: Caller) -> None:
+        caller.job_id = job_id
+        self._by_job[job_id] = caller
+
+    def get(self, job_id: str) -> Caller | None:
+        return self._by_job.get(job_id)
+
+    def pop(self, job_id: str) -> Caller | None:
+        return self._by_job.pop(job_id, None)
 
 
 class HandlerCaller:
-    """Implements service.Caller over a RequestHandler; `done` resolves when the answer ends."""
+    """`Caller` over a Tornado RequestHandler; `done` resolves when the answer ends."""
 
     def __init__(self, handler: RequestHandler, upstream_headers: dict[str, str]) -> None:
         self._handler = handler

@@ -1,0 +1,139 @@
+"""The read side of jobs: what the job API, /healthz and /metrics show (docs/contract.md section 3).
+
+Handlers read jobs only through `JobViews`, built from the store and a look at the
+worker (`WorkerState`: the running job and the resident model), never from either
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+from typing import Any, Protocol
+
+from foreman.assemble import artifact_refs
+from foreman.clock import iso, now
+from foreman.job import Job
+from foreman.store import Artifact, Store
+from statemachine import State
+
+
+class RunningJob(Protocol):
+    job: Job
+    chunks: int
+    started: float
+
+    @property
+    def state(self) -> str: ...
+
+
+class WorkerState(Protocol):
+    @property
+    def running(self) -> RunningJob | None: ...
+
+    @property
+    def resident(self) -> str | None: ...
+
+    @property
+    def swaps(self) -> int: ...
+
+
+def drain_order(queued: list[tuple[str, str]], resident: str | None) -> list[str]:
+    """The order the worker will take queued jobs (ids) in: drain-by-model from `resident`.
+
+    `queued` is (id, model) in arrival order. Jobs waiting out a retry backoff are counted
+    where they stand, as if runnable: a position is a forecast, not a promise.
+    """
+    by_model: dict[str, deque[str]] = defaultdict(deque)
+    for job_id, model in queued:
+        by_model[model].append(job_id)
+    order: list[str] = []
+    taken: set[str] = set()
+    arrivals = iter(queued)
+    current = resident
+    while len(order) < len(queued):
+        if current is None or not by_model[current]:
+            # A swap: the oldest job not yet taken decides the next model.
+            current = next(model for job_id, model in arrivals if job_id not in taken)
+        while by_model[current]:
+            job_id = by_model[current].popleft()
+            taken.add(job_id)
+            order.append(job_id)
+    return order
+
+
+class JobViews:
+    def __init__(self, store: Store, worker: WorkerState, inline_artifact_max: int) -> None:
+        self._store = store
+        self._worker = worker
+        self._inline_max = inline_artifact_max
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._store.get_job(job_id)
+
+    async def page(self, *, state: str | None, model: str | None, before: str | None, limit: int) -> list[Job]:
+        """Newest first; `before` is a job id (the `next` of the previous page)."""
+        return await self._store.list_jobs(state=state, model=model, before=before, limit=limit)
+
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
+        return await self._store.artifact(job_id, name)
+
+    async def counts(self) -> dict[str, int]:
+        """Unfinished jobs by state."""
+        return await self._store.count_by_state()
+
+    async def queued_by_model(self) -> list[tuple[str, int]]:
+        return await self._store.queued_by_model()
+
+    @property
+    def resident(self) -> str | None:
+        return self._worker.resident
+
+    @property
+    def swaps(self) -> int:
+        return self._worker.swaps
+
+    def running(self) -> dict[str, Any] | None:
+        """The job the worker runs now, for /healthz."""
+        running = self._worker.running
+        if running is None:
+            return None
+        return {
+            "job_id": running.job.id,
+            "model": running.job.model,
+            "state": running.state,
+            "elapsed_s": round(now() - running.started, 3),
+        }
+
+    async def view(self, job: Job, *, detail: bool = True) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "job_id": job.id,
+            "state": job.state,
+            "model": job.model,
+            "endpoint": job.endpoint,
+            "attempt": job.attempt,
+            "created_at": iso(job.created_at),
+            "updated_at": iso(job.updated_at),
+        }
+        if job.webhook_url:
+            view["state_webhook_url"] = job.webhook_url
+        running = self._worker.running
+        if job.state == State.QUEUED.value and detail:
+            # The model the worker runs now is the one its queue drains next.
+            resident = running.job.model if running is not None else self._worker.resident
+            order = drain_order(await self._store.queued_models(), resident)
+            view["queue_position"] = order.index(job.id) + 1 if job.id in order else None
+        if running is not None and running.job.id == job.id and job.state in (State.LOADING.value, State.WORKING.value):
+            view["progress"] = {
+                "chunks": running.chunks,
+                "eval_count": running.chunks,
+                "elapsed_s": round(now() - running.started, 3),
+            }
+        if job.state in (State.FAILED.value, State.CANCELLED.value):
+            view["error"] = job.error
+        if job.state == State.DONE.value and detail:
+            artifacts = await self._store.artifacts(job.id)
+            response = next((a for a in artifacts if a.name == "response"), None)
+            view["result"] = json.loads(response.data) if response is not None else None
+            view["artifacts"] = artifact_refs(job.id, artifacts, self._inline_max)
+        return view
