@@ -15,7 +15,7 @@ import random
 
 from foreman.clock import now, wait_event
 from foreman.config import Settings
-from foreman.store import OutboxEvent, Store
+from foreman.store import Outbox, OutboxEvent
 from foreman.webhook_client import WebhookClient, safe_url
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ _SAFETY_WAKE = 30.0  # look anyway now and then, whatever the wake-ups said
 
 
 class Deliverer:
-    def __init__(self, settings: Settings, store: Store, client: WebhookClient) -> None:
+    def __init__(self, settings: Settings, store: Outbox, client: WebhookClient) -> None:
         self.settings = settings
         self.store = store
         self.client = client

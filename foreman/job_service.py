@@ -20,7 +20,7 @@ from foreman.errors import Unavailable
 from foreman.job import Job, Submission, new_job
 from foreman.metrics import Metrics
 from foreman.recorder import Recorder
-from foreman.store import Store
+from foreman.store import JobsTable
 from statemachine import Lifecycle, State, Trigger
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class JobService:
     def __init__(
         self,
-        store: Store,
+        store: JobsTable,
         recorder: Recorder,
         lifecycle: Lifecycle,
         callers: Callers,

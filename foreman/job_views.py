@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from foreman.assemble import artifact_refs
 from foreman.clock import iso, now
 from foreman.job import Job
-from foreman.store import Artifact, Store
+from foreman.store import Artifact, JobsTable
 from statemachine import State
 
 
@@ -63,7 +63,7 @@ def drain_order(queued: list[tuple[str, str]], resident: str | None) -> list[str
 
 
 class JobViews:
-    def __init__(self, store: Store, worker: WorkerState, inline_artifact_max: int) -> None:
+    def __init__(self, store: JobsTable, worker: WorkerState, inline_artifact_max: int) -> None:
         self._store = store
         self._worker = worker
         self._inline_max = inline_artifact_max

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from foreman.job import Job
 from foreman.metrics import Metrics
-from foreman.store import Store
+from foreman.store import JobsTable
 from statemachine import TERMINAL, Change, State
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def _visible(change: Change) -> bool:
 
 class Recorder:
     def __init__(
-        self, store: Store, metrics: Metrics, *, wake_worker: Callable[[], None], wake_deliverer: Callable[[], None]
+        self, store: JobsTable, metrics: Metrics, *, wake_worker: Callable[[], None], wake_deliverer: Callable[[], None]
     ) -> None:
         self._store = store
         self._metrics = metrics

@@ -63,14 +63,14 @@ class Daemon:
         self.poller = Poller(self.target, settings.poll_interval)
         self.metrics = Metrics()
         self.webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
-        self.deliverer = Deliverer(settings, store, self.webhooks)
+        self.deliverer = Deliverer(settings, store.outbox, self.webhooks)
         wakeup = Wakeup()
-        self.recorder = Recorder(store, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
+        self.recorder = Recorder(store.jobs, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
         lifecycle = Lifecycle(self.recorder)
         callers = Callers()
         self.worker = Worker(
             settings,
-            store,
+            store.jobs,
             self.target,
             self.poller,
             lifecycle=lifecycle,
@@ -79,7 +79,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.jobs = JobService(
-            store,
+            store.jobs,
             self.recorder,
             lifecycle,
             callers,
@@ -87,9 +87,9 @@ class Daemon:
             offer=self.worker.offer,
             cancel_running=self.worker.cancel,
         )
-        self.views = JobViews(store, self.worker, settings.inline_artifact_max)
+        self.views = JobViews(store.jobs, self.worker, settings.inline_artifact_max)
         self.embedder = Embedder(settings.embed_model, self.embed_target, self.poller)
-        self.sweeper = Sweeper(store, settings.job_ttl)
+        self.sweeper = Sweeper(store.outbox, settings.job_ttl)
         poller, worker, deliverer = self.poller, self.worker, self.deliverer
         self.metrics.watch(
             LiveValues(

@@ -12,7 +12,7 @@ import logging
 from tornado.ioloop import PeriodicCallback
 
 from foreman.clock import now
-from foreman.store import Store
+from foreman.store import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ _BATCH = 500
 
 
 class Sweeper:
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: Outbox, ttl: float) -> None:
         self.store = store
         self.ttl = ttl
         self.swept = 0

@@ -23,7 +23,7 @@ from foreman.job_run import JobRun, RunContext, job_request
 from foreman.metrics import Metrics
 from foreman.poller import Poller
 from foreman.residency import Residency
-from foreman.store import Store
+from foreman.store import JobsTable
 from foreman.target import Exchange, TargetClient
 from statemachine import TERMINAL, Lifecycle, State, Trigger
 
@@ -69,7 +69,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: JobsTable,
         target: TargetClient,
         poller: Poller,
         *,

@@ -14,7 +14,7 @@ from tests.conftest import OllamaFactory, StartForeman, read_db
 async def until_queued(foreman: Daemon, count: int) -> None:
     """Rows in the database have no event to wait on: look every 10 ms, for up to 5 s."""
     for _ in range(500):
-        if (await foreman.store.count_by_state())["queued"] == count:
+        if (await foreman.store.jobs.count_by_state())["queued"] == count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never {count} queued jobs")

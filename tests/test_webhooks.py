@@ -32,7 +32,7 @@ async def submit(http: aiohttp.ClientSession, url: str, hook: str, **extra: Any)
 async def settled(foreman: Daemon, job_id: str) -> list[dict[str, Any]]:
     """The job's outbox rows once each is delivered or given up (no event to wait on: look every 10 ms)."""
     for _ in range(500):
-        events = await foreman.store.events(job_id)
+        events = await foreman.store.outbox.events(job_id)
         if events and all(e["delivered_at"] is not None or e["given_up_at"] is not None for e in events):
             return events
         await asyncio.sleep(0.01)
@@ -109,7 +109,7 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order(
     job_id = await submit(http, foreman.url, receiver.url)
     async with http.get(f"{foreman.url}/jobs/{job_id}?wait=10") as resp:
         assert (await resp.json())["state"] == "done"
-    events = await foreman.store.events(job_id)
+    events = await foreman.store.outbox.events(job_id)
     assert events[0]["attempts"] >= 1 and events[0]["delivered_at"] is None
     await receiver.start()
     try:

@@ -1,30 +1,32 @@
 """The SQLite store: every SQL statement foreman runs lives in this package.
 
-`database.py` owns connections, transactions and migrations; `jobs.py` jobs,
-transitions and artifacts; `outbox.py` events, webhook deliveries and the sweep.
+`database.py` owns connections, transactions and migrations (the schema is
+`schema.py`); `jobs_table.py` jobs, transitions and artifacts; `outbox.py` events,
+webhook deliveries and the sweep. `Store` is the three together: each component is
+handed the table it uses (`store.jobs` or `store.outbox`), the daemon the whole.
 """
 
 from __future__ import annotations
 
-import aiosqlite
-
 from foreman.store.database import Database
-from foreman.store.jobs import Artifact, EventBuilder, JobQueries
-from foreman.store.outbox import OutboxEvent, OutboxQueries
+from foreman.store.jobs_table import Artifact, EventBuilder, JobsTable
+from foreman.store.outbox import Outbox, OutboxEvent
 
 
-class Store(JobQueries, OutboxQueries):
-    """The gateway to the database. `await Store.open(path, build_event)`; `close()` is idempotent."""
+class Store:
+    """`await Store.open(path, build_event)`; `close()` is idempotent."""
 
-    def __init__(self, path: str, reader: aiosqlite.Connection, build_event: EventBuilder) -> None:
-        super().__init__(path, reader)
-        self._build_event = build_event
+    def __init__(self, db: Database, build_event: EventBuilder) -> None:
+        self.db = db
+        self.jobs = JobsTable(db, build_event)
+        self.outbox = Outbox(db)
 
     @classmethod
     async def open(cls, path: str, build_event: EventBuilder) -> Store:
-        store = cls(path, await Database._open_reader(path), build_event)
-        await store._connect_all()
-        return store
+        return cls(await Database.open(path), build_event)
+
+    async def close(self) -> None:
+        await self.db.close()
 
 
-__all__ = ["Artifact", "OutboxEvent", "Store"]
+__all__ = ["Artifact", "Database", "JobsTable", "Outbox", "OutboxEvent", "Store"]

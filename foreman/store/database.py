@@ -1,4 +1,5 @@
-"""The database gateway: connections, transactions, migrations. SQL of queries lives beside it.
+"""The database gateway: connections, transactions, migrations. The tables' SQL lives beside it
+(`jobs_table.py`, `outbox.py`), the schema in `schema.py`.
 
 Writes: one sqlite3 connection, used under one lock. Each write is a whole
 transaction (`BEGIN IMMEDIATE … COMMIT`, or ROLLBACK on error) run as one function,
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from foreman.schema import MIGRATIONS, SCHEMA_VERSION
+from foreman.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class Database:
-    """Open with `await Store.open(path, ...)` (a subclass); `close()` is idempotent."""
+    """One SQLite file: `await Database.open(path)`, then `read` and `write`; `close()` is idempotent."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foreman-db-writer")
@@ -62,22 +63,23 @@ class Database:
         self._reader = reader
         self._closed = False
 
-    async def _connect_all(self) -> None:
-        try:
-            await self._run(lambda: setattr(self, "_writer", _connect(self._path)))
-            await self._write(self._migrate)
-        except BaseException:
-            await self.close()
-            raise
-
-    @staticmethod
-    async def _open_reader(path: str) -> aiosqlite.Connection:
+    @classmethod
+    async def open(cls, path: str) -> Database:
+        """Connect, and bring the schema up to date (`schema.py`)."""
         reader = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in _PRAGMAS:
-            await reader.execute(f"PRAGMA {pragma}")
-        return reader
+        db = cls(path, reader)
+        try:
+            for pragma in _PRAGMAS:
+                await reader.execute(f"PRAGMA {pragma}")
+            await db._run(lambda: setattr(db, "_writer", _connect(path)))
+            await db.write(db._migrate)
+        except BaseException:
+            await db.close()
+            raise
+        return db
 
-    async def _read(self, sql: str, params: Any = ()) -> Iterable[sqlite3.Row]:
+    async def read(self, sql: str, params: Any = ()) -> Iterable[sqlite3.Row]:
+        """Run one query on the reader connection (WAL: it never waits for the writer)."""
         return await self._reader.execute_fetchall(sql, params)
 
     async def close(self) -> None:
@@ -100,7 +102,7 @@ class Database:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True, small: bool = False) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True, small: bool = False) -> T:
         """Run `fn` as one transaction: the only way to write.
 
         `durable=False` commits without an fsync of its own (synchronous=NORMAL): the commit

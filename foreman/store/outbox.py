@@ -1,6 +1,6 @@
-"""The event outbox: a job's history, and the webhook deliveries still owed (CONTRACT section 5).
+"""The event outbox: a job's history, and the webhook deliveries still owed (docs/contract.md section 5).
 
-Events are written with their transition (jobs.py); here they are read in order,
+Events are written with their transition (jobs_table.py); here they are read in order,
 handed to the delivery loop one job at a time (a job's next event waits for the one
 before it), and marked delivered or given up. The TTL sweep lives here too.
 """
@@ -35,10 +35,15 @@ class OutboxEvent:
     attempts: int
 
 
-class OutboxQueries(Database):
+class Outbox:
+    """The events table: a job's history, and the deliveries still owed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's outbox rows in order, with their payloads decoded."""
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT id, state, previous_state, payload, webhook_url, delivered_at, given_up_at, attempts"
             " FROM events WHERE job_id = ? ORDER BY seq",
             (job_id,),
@@ -56,12 +61,12 @@ class OutboxQueries(Database):
         return [{**dict(zip(keys, r, strict=True)), "payload": json.loads(r[3])} for r in rows]
 
     async def due_events(self, at: float, limit: int = 50) -> list[OutboxEvent]:
-        rows = await self._read(_DUE, (at, limit))
+        rows = await self._db.read(_DUE, (at, limit))
         return [OutboxEvent(*row) for row in rows]
 
     async def next_delivery_at(self) -> float | None:
         """When the next delivery that may be sent is due (None: nothing pending)."""
-        rows = list(await self._read(f"SELECT MIN(next_attempt_at) FROM events WHERE seq IN ({_HEADS})"))
+        rows = list(await self._db.read(f"SELECT MIN(next_attempt_at) FROM events WHERE seq IN ({_HEADS})"))
         return rows[0][0] if rows else None
 
     async def attempt_started(self, seq: int, retry_at: float) -> None:
@@ -70,7 +75,7 @@ class OutboxQueries(Database):
         Durable: its fsync also makes every event before it durable, so nothing is sent that
         a power loss could take back (docs/adr/0011).
         """
-        await self._write(
+        await self._db.write(
             lambda db: db.execute(
                 "UPDATE events SET attempts = attempts + 1, next_attempt_at = ? WHERE seq = ?", (retry_at, seq)
             )
@@ -85,7 +90,7 @@ class OutboxQueries(Database):
             else:
                 db.execute("UPDATE events SET last_error = ? WHERE seq = ?", (error, seq))
 
-        await self._write(end, durable=False)
+        await self._db.write(end, durable=False)
 
     async def give_up_url(self, url: str, at: float, reason: str) -> int:
         """The receiver said 410 Gone: nothing more is sent to that URL."""
@@ -97,7 +102,7 @@ class OutboxQueries(Database):
                 (at, reason, url),
             ).rowcount
 
-        return await self._write(gone)
+        return await self._db.write(gone)
 
     async def sweep(self, cutoff: float, batch: int = 500) -> int:
         """Delete up to `batch` jobs finished before `cutoff`, with their artifacts and their events
@@ -129,4 +134,4 @@ class OutboxQueries(Database):
             db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)  # artifacts cascade
             return len(ids)
 
-        return await self._write(delete, durable=False)
+        return await self._db.write(delete, durable=False)

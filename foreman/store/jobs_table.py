@@ -1,5 +1,5 @@
-"""Jobs and artifacts: creating jobs, transitions as compare-and-swap with their outbox
-events, and the queue (docs/adr/0004, 0012)."""
+"""The jobs and artifacts tables: creating jobs, transitions as compare-and-swap with their
+outbox events, and the queue (docs/adr/0004, 0012)."""
 
 from __future__ import annotations
 
@@ -61,15 +61,17 @@ def _job(row: Iterable[Any]) -> Job:
     return Job(**values)
 
 
-class JobQueries(Database):
+class JobsTable:
     """Jobs and their artifacts: creation, transitions as compare-and-swap, the queue."""
 
-    _build_event: EventBuilder
+    def __init__(self, db: Database, build_event: EventBuilder) -> None:
+        self._db = db
+        self._build_event = build_event
 
     # --- jobs -------------------------------------------------------------------------------
 
     async def create_job(self, job: Job, durable: bool = True) -> str:
-        """Insert a queued job (see jobs.new_job) and its first outbox event, atomically.
+        """Insert a queued job (see job.new_job) and its first outbox event, atomically.
 
         Returns its id; for a repeated idempotency key, the id of the job that key made first.
         """
@@ -82,14 +84,14 @@ class JobQueries(Database):
             self._insert_job(db, job)
             return job.id
 
-        return await self._write(insert, durable, small=True)
+        return await self._db.write(insert, durable, small=True)
 
     async def apply(self, change: Change, durable: bool = True) -> bool:
         """Persist one transition as a compare-and-swap plus its outbox event.
 
         False when the job was no longer in `change.source` (nothing written).
         """
-        return await self._write(lambda db: self._apply_change(db, change), durable, small=True)
+        return await self._db.write(lambda db: self._apply_change(db, change), durable, small=True)
 
     async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> bool:
         """Create `new` (if given) and apply `changes` in order, in one transaction: all or nothing.
@@ -107,7 +109,7 @@ class JobQueries(Database):
             return True
 
         try:
-            return await self._write(batch, durable, small=True)
+            return await self._db.write(batch, durable, small=True)
         except _StaleBatch:
             return False
 
@@ -174,7 +176,7 @@ class JobQueries(Database):
         return (event_id, job.id, job.state, previous.value if previous else None, data, ts, job.webhook_url)
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._reader.execute_fetchall(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = await self._db.read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(next(iter(rows))) if rows else None
 
     async def next_queued(self, model: str | None, at: float) -> Job | None:
@@ -184,27 +186,27 @@ class JobQueries(Database):
         Both lookups walk a partial index of queued rows in arrival order.
         """
         if model is not None:
-            rows = await self._reader.execute_fetchall(_NEXT_FOR_MODEL, {"model": model, "at": at})
+            rows = await self._db.read(_NEXT_FOR_MODEL, {"model": model, "at": at})
             if rows:
                 return _job(next(iter(rows)))
-        rows = await self._reader.execute_fetchall(_NEXT_ANY, {"at": at})
+        rows = await self._db.read(_NEXT_ANY, {"at": at})
         return _job(next(iter(rows))) if rows else None
 
     async def next_wakeup(self) -> float | None:
         """When the earliest backed-off queued job becomes runnable (None: nothing waits)."""
-        rows = list(await self._reader.execute_fetchall("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'"))
+        rows = list(await self._db.read("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'"))
         return rows[0][0] if rows else None
 
     async def jobs_in(self, states: Iterable[State]) -> list[Job]:
         marks = ",".join("?" for _ in states)
-        rows = await self._reader.execute_fetchall(
+        rows = await self._db.read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY seq",
             tuple(s.value for s in states),
         )
         return [_job(r) for r in rows]
 
     async def count_by_state(self) -> dict[str, int]:
-        rows = await self._reader.execute_fetchall(
+        rows = await self._db.read(
             "SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'loading', 'working') GROUP BY state"
         )
         counts = {s.value: 0 for s in (State.QUEUED, State.LOADING, State.WORKING)}
@@ -214,20 +216,22 @@ class JobQueries(Database):
     # --- artifacts and events ---------------------------------------------------------------
 
     async def artifacts(self, job_id: str) -> list[Artifact]:
-        rows = await self._reader.execute_fetchall(
+        rows = await self._db.read(
             "SELECT name, content_type, data FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,)
         )
         return [Artifact(*r) for r in rows]
 
     async def queued_by_model(self) -> list[tuple[str, int]]:
-        rows = await self._read(
+        rows = await self._db.read(
             "SELECT model, COUNT(*) FROM jobs INDEXED BY jobs_queued_model WHERE state = 'queued' GROUP BY model"
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 
     async def queued_models(self) -> list[tuple[str, str]]:
         """(id, model) of every queued job, in arrival order (for queue positions)."""
-        rows = await self._read("SELECT id, model FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq")
+        rows = await self._db.read(
+            "SELECT id, model FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq"
+        )
         return [(str(r[0]), str(r[1])) for r in rows]
 
     async def list_jobs(self, *, state: str | None, model: str | None, before: str | None, limit: int) -> list[Job]:
@@ -243,12 +247,14 @@ class JobQueries(Database):
             where.append("seq < (SELECT seq FROM jobs WHERE id = ?)")
             params.append(before)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY seq DESC LIMIT ?", (*params, limit))
+        rows = await self._db.read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs{clause} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
         return [_job(r) for r in rows]
 
     async def artifact(self, job_id: str, name: str) -> Artifact | None:
         rows = list(
-            await self._read(
+            await self._db.read(
                 "SELECT name, content_type, data FROM artifacts WHERE job_id = ? AND name = ?", (job_id, name)
             )
         )
@@ -258,6 +264,6 @@ class JobQueries(Database):
         """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""
         plan: list[str] = []
         for sql in (_NEXT_FOR_MODEL, _NEXT_ANY):
-            rows = await self._reader.execute_fetchall("EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0})
+            rows = await self._db.read("EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0})
             plan.extend(str(r[-1]) for r in rows)
         return plan
