@@ -17,7 +17,7 @@ setup(
         "tornado>=6.6",
         "aiosqlite>=0.20",
         "python-ulid>=3.0",
-        "transitions>=0.9.2",
+        "transitions==0.9.3",  # statemachine._SequentialMachine overrides its internals: see tests/test_statemachine.py
         "pyyaml>=6.0",
         "aiohttp>=3.10",  # webhook deliveries (docs/adr/0016)
         "httptools>=0.6",  # parses the target's answers (docs/adr/0021)

@@ -1,4 +1,4 @@
-"""Turn what the target sent for a job into its result and artifacts (CONTRACT section 6).
+"""Turn what the target sent for a job into its result and artifacts (docs/contract.md section 6).
 
 A streamed answer is NDJSON; a `stream:false` answer is one JSON object. Either way
 the result is the final Ollama response in its non-streamed shape: the last line

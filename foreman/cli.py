@@ -9,8 +9,8 @@ import sys
 
 from foreman import __version__
 from foreman.config import add_flags, load_settings, unknown_variables
-from foreman.console import add_commands, run
 from foreman.errors import ConfigError
+from foreman.operator_commands import add_commands, run
 
 log = logging.getLogger("foreman")
 

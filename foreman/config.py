@@ -154,7 +154,7 @@ def _setting(default: Any, parser: Callable[[Any], Any], help: str, *, required:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything `foreman serve` can be told. CONTRACT section 2 is the source of truth."""
+    """Everything `foreman serve` can be told. docs/contract.md section 2 is the source of truth."""
 
     ollama_url: str = _setting(
         "", parse_url, "base URL of the target Ollama, e.g. http://mac.tail:11434", required=True

@@ -1,4 +1,4 @@
-"""Webhook delivery from the outbox: its own loop, never in the worker's path (CONTRACT section 5).
+"""Webhook delivery from the outbox: its own loop, never in the worker's path (docs/contract.md section 5).
 
 At least once, in order per job (a job's next event waits until the one before it is
 delivered or given up), concurrently across jobs, with bounded exponential backoff and

@@ -1,4 +1,4 @@
-"""The outbox event of a transition: the JSON a webhook receiver gets (CONTRACT section 5)."""
+"""The outbox event of a transition: the JSON a webhook receiver gets (docs/contract.md section 5)."""
 
 from __future__ import annotations
 

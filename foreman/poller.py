@@ -1,4 +1,4 @@
-"""The poller: what the target has and whether it is there (CONTRACT section 3, ADR 0006).
+"""The poller: what the target has and whether it is there (docs/contract.md section 3, ADR 0006).
 
 A Tornado PeriodicCallback polls `/api/tags`, `/api/ps` and `/api/version` every
 `poll_interval` and keeps the last good answers, bytes and all, so the face can

@@ -1,6 +1,6 @@
 """The client for webhook receivers: every webhook delivery foreman makes goes through here.
 
-It owns the outbound policy of CONTRACT section 5. Which addresses a webhook may reach
+It owns the outbound policy of docs/contract.md section 5. Which addresses a webhook may reach
 (`webhook_allow`) is checked when a job is submitted and again when connecting, through a
 resolver that drops refused addresses, so a name that later resolves elsewhere (DNS
 rebinding) is still refused. Redirects are never followed, each attempt has a timeout,
@@ -13,10 +13,6 @@ One call to `deliver` is one attempt; retries and backoff belong to the delivery
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -28,6 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from foreman import clock
+from foreman.signing import signature_headers, signed_headers, signing_key
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +70,6 @@ class DeliveryResult:
     def gone(self) -> bool:
         """410: the receiver asks foreman to stop delivering to this URL."""
         return self.status == 410
-
-
-def signing_key(secret: str) -> bytes:
-    """`whsec_<base64>` means the decoded bytes (Standard Webhooks); anything else its UTF-8 bytes."""
-    if not secret.startswith("whsec_"):
-        return secret.encode()
-    try:
-        # Padding added as the standardwebhooks library does, so unpadded secrets agree with it.
-        key = base64.b64decode(secret.removeprefix("whsec_") + "==")
-    except (binascii.Error, ValueError):
-        raise ValueError("webhook_secret starts with whsec_ but the rest is not base64") from None
-    if not key:
-        raise ValueError("webhook_secret starts with whsec_ but decodes to no bytes")
-    return key
-
-
-def signature_headers(secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The signed headers of one attempt: Standard Webhooks' three plus `X-Foreman-Signature`."""
-    return _signed(signing_key(secret), event_id, timestamp, body)
-
-
-def _signed(key: bytes, event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    standard = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return {
-        "webhook-id": event_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(standard).decode(),
-        "X-Foreman-Signature": "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest(),
-    }
 
 
 def safe_url(url: str) -> str:
@@ -253,7 +221,7 @@ class WebhookClient:
         if self._key is None:
             headers |= {"webhook-id": event_id, "webhook-timestamp": str(timestamp)}
         else:
-            headers |= _signed(self._key, event_id, timestamp, body)
+            headers |= signed_headers(self._key, event_id, timestamp, body)
 
         status: int | None = None
         try:

@@ -1,4 +1,4 @@
-"""The job lifecycle of CONTRACT section 4, as an explicit `transitions` machine.
+"""The job lifecycle of docs/contract.md section 4, as an explicit `transitions` machine.
 
 This package knows nothing of SQLite or HTTP: persistence comes in through the
 `Sink` protocol, so the lifecycle can be tested alone. (The name clashes with the

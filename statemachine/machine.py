@@ -84,6 +84,8 @@ class _SequentialMachine(AsyncMachine):
     callback here, so that bought nothing but a task per callback (~40 µs a move);
     `callbacks` skips building a list of partials per hook (~8 µs a move), and
     `process_context` the bookkeeping for cancelling other tasks' triggers (~5 µs).
+    These are internals: setup.py pins transitions to the release they were read in, and
+    tests/test_statemachine.py fails if the stock methods change under an upgrade.
     """
 
     @staticmethod

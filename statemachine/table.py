@@ -1,4 +1,4 @@
-"""The transition table: the lifecycle as data (CONTRACT section 4)."""
+"""The transition table: the lifecycle as data (docs/contract.md section 4)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,3 +110,16 @@ async def test_webhook_verify_checks_a_saved_delivery(
 async def test_status_against_something_that_is_not_foreman_exits_2(sim: Simulator) -> None:
     code, out, _ = await cli("status", "--url", sim.url)  # answers, but /healthz is a 404 page
     assert code == 2 and "UNREACHABLE" in out
+
+
+def test_the_operator_cli_imports_neither_tornado_nor_aiohttp() -> None:
+    """`python -m foreman status` prints a table: no event loop, no HTTP framework behind it."""
+    code = (
+        "import sys\n"
+        "from foreman.cli import main\n"
+        "code = main(['status', '--url', 'http://127.0.0.1:9'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tornado', 'aiohttp'))\n"
+        "print('EXIT', code, 'HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "EXIT 2 HEAVY []" in done.stdout, done.stdout + done.stderr

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
+import inspect
 import logging
 from pathlib import Path
 
 import pytest
+from transitions.extensions.asyncio import AsyncMachine
 
 import statemachine
 from statemachine import TRANSITIONS, Change, Lifecycle, State, Trigger
@@ -146,3 +150,28 @@ def test_table_matches_the_contract() -> None:
 def test_generated_diagram_in_docs_is_current() -> None:
     doc = (ROOT / "docs" / "lifecycle.md").read_text()
     assert mermaid() in doc, "regenerate docs/lifecycle.md: python -m statemachine"
+
+
+# What `_SequentialMachine` overrides (and `callback`, which its `callbacks` calls), as read in
+# transitions 0.9.3. A change here means: read the new source, check the overrides still mean
+# the same, then update the pin in setup.py and these digests together.
+_REVIEWED = {
+    "await_all": ("(callables)", "0d5b479a49830296"),
+    "callbacks": ("(self, funcs, event_data)", "facd0dc310e60317"),
+    "process_context": ("(self, func, model)", "1738108bc37b4ea7"),
+    "callback": ("(self, func, event_data)", "52cc531724dfd83c"),
+}
+
+
+def test_transitions_is_the_pinned_version() -> None:
+    setup = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    assert f'"transitions=={importlib.metadata.version("transitions")}"' in setup
+
+
+@pytest.mark.parametrize("name", sorted(_REVIEWED))
+def test_the_internals_sequential_machine_overrides_are_as_reviewed(name: str) -> None:
+    stock = getattr(AsyncMachine, name)
+    signature, digest = _REVIEWED[name]
+    assert str(inspect.signature(stock)) == signature, f"AsyncMachine.{name} changed its signature"
+    source = hashlib.sha256(inspect.getsource(stock).encode()).hexdigest()[:16]
+    assert source == digest, f"AsyncMachine.{name} changed: review statemachine/machine.py _SequentialMachine"

@@ -8,6 +8,7 @@ malformed answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -29,6 +30,7 @@ class RawServer:
         self.requests: list[bytes] = []
         self.closed = asyncio.Event()  # a connection was closed by the client
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.url = ""
 
     async def __aenter__(self) -> RawServer:
@@ -38,8 +40,13 @@ class RawServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Python 3.11's Server.close() leaves accepted connections open: end their handlers
+        # too, or a socket outlives the test's loop and warns in whichever test collects it.
         assert self._server is not None
         self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
@@ -54,6 +61,9 @@ class RawServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             await self._serve(reader, writer)
             if await reader.read() == b"":
@@ -62,6 +72,8 @@ class RawServer:
             self.closed.set()
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 def client(url: str, first_byte: float = 5.0) -> TargetClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -85,6 +86,8 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[int]]]:
                 pass
             finally:
                 writer.close()
+                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    await writer.wait_closed()
 
         server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
         servers.append(server)

@@ -13,8 +13,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from foreman.server import Daemon
+from foreman.signing import signing_key
 from foreman.simulator import Simulator
-from foreman.webhook_client import signing_key
 from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
 
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -26,7 +26,7 @@ from .residency import Resident, parse_keep_alive
 from .wire import JSON_UTF8, ApiError, FieldTypes, check_types, decode_body, dumpb
 
 if TYPE_CHECKING:
-    from .server import Simulator
+    from .state import SimulatorState
 
 _ALLOWED_ORIGIN = re.compile(
     r"^(?:https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0)(?::\d+)?"
@@ -61,11 +61,11 @@ class SimHandler(RequestHandler):
     #: What a request without a boolean `stream` gets (native: stream; OpenAI: not).
     STREAM_DEFAULT = True
 
-    sim: Simulator
+    sim: SimulatorState
     record: SimRequest | None
     gone: bool
 
-    def initialize(self, sim: Simulator) -> None:
+    def initialize(self, sim: SimulatorState) -> None:
         self.sim = sim
         self.record = None
         self.gone = False
@@ -86,7 +86,7 @@ class SimHandler(RequestHandler):
     def prepare(self) -> None:
         self.sim._track(self)
         if self.request.path in RECORDED_PATHS and self.request.method == "POST":
-            self.record = self.sim._open_record(self)
+            self.record = self.sim._open_record(self.request, self.STREAM_DEFAULT)
         self._guard_host_and_origin()
 
     def on_connection_close(self) -> None:

@@ -34,7 +34,7 @@ from .openai import ChatCompletionsHandler, CompletionsHandler, ModelsHandler, V
 from .wire import ApiError, decode_body, dumpb
 
 if TYPE_CHECKING:
-    from .server import Simulator
+    from .state import SimulatorState
 
 _CONFIG_KEYS = {"token_delay": float, "load_delay": float, "default_tokens": int, "max_loaded": int}
 
@@ -119,7 +119,7 @@ class NotFoundHandler(SimHandler):
         self.finish("404 page not found")
 
 
-def make_app(sim: Simulator) -> Application:
+def make_app(sim: SimulatorState) -> Application:
     """The route table: one handler class per path, the simulator injected into each."""
     args = {"sim": sim}
     routes: list[tuple[str, type[SimHandler]]] = [

@@ -27,7 +27,9 @@ from .residency import Residency
 from .wire import Clock
 
 if TYPE_CHECKING:
-    from .base import SimHandler
+    from tornado.httputil import HTTPServerRequest
+
+    from .state import Abortable
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class Simulator:
         self._app = make_app(self)
         self._servers: list[_Server] = []
         self._streams: weakref.WeakSet[IOStream] = weakref.WeakSet()
-        self._active: set[SimHandler] = set()
+        self._active: set[Abortable] = set()
         self._host = "127.0.0.1"
         self._port = 0
         self._loopback = True
@@ -170,14 +172,13 @@ class Simulator:
     def _changed(self) -> None:
         self._changes.notify()
 
-    def _open_record(self, handler: SimHandler) -> SimRequest:
-        request = handler.request
+    def _open_record(self, request: HTTPServerRequest, stream: bool) -> SimRequest:
         record = SimRequest(
             id=next(self._ids),
             method=request.method or "",
             path=request.path,
             model=None,
-            stream=handler.STREAM_DEFAULT,
+            stream=stream,
             body=None,
             started=now(),
             headers=dict(request.headers),
@@ -186,10 +187,10 @@ class Simulator:
         self._changed()
         return record
 
-    def _track(self, handler: SimHandler) -> None:
+    def _track(self, handler: Abortable) -> None:
         self._active.add(handler)
 
-    def _untrack(self, handler: SimHandler) -> None:
+    def _untrack(self, handler: Abortable) -> None:
         self._active.discard(handler)
 
     def _listen(self, sockets: list[Any]) -> None:

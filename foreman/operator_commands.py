@@ -1,4 +1,5 @@
-"""The operator's commands: `status`, `jobs ...` and `webhook verify` (CONTRACT section 7).
+"""The operator's commands, which talk HTTP to a running foreman: `status`, `jobs ...` and
+`webhook verify` (docs/contract.md section 7).
 
 They talk HTTP to a running foreman (stdlib urllib: a CLI needs no event loop), print
 plain text that reads well in a terminal and survives a pipe, or JSON with `--json`.
@@ -8,7 +9,6 @@ plain text that reads well in a terminal and survives a pipe, or JSON with `--js
 from __future__ import annotations
 
 import argparse
-import hmac
 import json
 import os
 import sys
@@ -18,9 +18,15 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
-from foreman.webhook_client import signature_headers
+from foreman.signing import verify_delivery
 
-EXIT_OK, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
+# Exit statuses (docs/contract.md section 7). `status`: 0 healthy, 1 degraded, 2 unreachable;
+# other commands: 1 when foreman refused the request or the input is bad, 2 for a usage error.
+EXIT_OK = 0
+EXIT_DEGRADED = 1
+EXIT_UNREACHABLE = 2
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
 class Unreachable(Exception):
@@ -284,7 +290,7 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
         payload = json.loads(raw)
     except ValueError as exc:
         print(f"foreman: {args.file} is not JSON: {exc}", file=sys.stderr)
-        return EXIT_DEGRADED
+        return EXIT_FAILED
     if args.webhook:
         payload["state_webhook_url"] = args.webhook
     headers = {"Content-Type": "application/json"}
@@ -307,7 +313,7 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
 def _failed(status: int, body: Any) -> int:
     error = body.get("error") if isinstance(body, dict) else body
     print(f"foreman: {status} {error}", file=sys.stderr)
-    return EXIT_DEGRADED
+    return EXIT_FAILED
 
 
 # --- webhook verify -----------------------------------------------------------------------------
@@ -317,7 +323,7 @@ def cmd_webhook_verify(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("FOREMAN_WEBHOOK_SECRET")
     if not secret:
         print("foreman: no secret (--secret or FOREMAN_WEBHOOK_SECRET)", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_USAGE
     with open(args.file, encoding="utf-8") as fh:
         saved = json.load(fh)
     headers = {k.lower(): str(v) for k, v in (saved.get("headers") or {}).items()}
@@ -328,21 +334,4 @@ def cmd_webhook_verify(args: argparse.Namespace) -> int:
         print(f"INVALID  {problem}")
     if not problems:
         print(f"valid    webhook-id {headers.get('webhook-id')}")
-    return EXIT_OK if not problems else EXIT_DEGRADED
-
-
-def verify_delivery(secret: str, headers: dict[str, str], body: bytes, tolerance: float | None) -> list[str]:
-    """What is wrong with a delivery's signatures (nothing: an empty list)."""
-    problems = []
-    event_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
-    if not event_id or not stamp.isdigit():
-        return ["webhook-id or webhook-timestamp missing"]
-    expected = signature_headers(secret, event_id, int(stamp), body)
-    given = headers.get("webhook-signature", "").split()
-    if not any(hmac.compare_digest(sig, expected["webhook-signature"]) for sig in given):
-        problems.append("webhook-signature does not match the body and secret")
-    if not hmac.compare_digest(headers.get("x-foreman-signature", ""), expected["X-Foreman-Signature"]):
-        problems.append("X-Foreman-Signature does not match the body and secret")
-    if tolerance is not None and abs(time.time() - int(stamp)) > tolerance:
-        problems.append(f"webhook-timestamp is more than {tolerance:g}s away from now")
-    return problems
+    return EXIT_OK if not problems else EXIT_FAILED
