@@ -6,7 +6,9 @@ then `flush()` per piece, so nothing is held back; it waits for the flush only w
 the client's socket did not take it all (back-pressure), which spares two turns of
 the loop per token otherwise (docs/adr/0003). A closed client stream
 (StreamClosedError, or the connection-close callback) becomes `CallerGone`, which
-cancels the job.
+cancels the job. A client that keeps its socket open but stops reading would hold the
+only worker: a flush that does not complete within `client_stall_timeout` drops the
+client (`CallerStalled`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from tornado.web import RequestHandler
 
 class CallerGone(Exception):
     """The synchronous client closed its connection."""
+
+
+class CallerStalled(CallerGone):
+    """The synchronous client accepted no bytes for `client_stall_timeout`: dropped."""
 
 
 class Caller(Protocol):
@@ -84,8 +90,9 @@ class Callers:
 class HandlerCaller:
     """`Caller` over a Tornado RequestHandler; `done` resolves when the answer ends."""
 
-    def __init__(self, handler: RequestHandler, upstream_headers: dict[str, str]) -> None:
+    def __init__(self, handler: RequestHandler, upstream_headers: dict[str, str], stall_timeout: float) -> None:
         self._handler = handler
+        self._stall_timeout = stall_timeout
         self.upstream_headers = upstream_headers
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.gone = False
@@ -125,10 +132,18 @@ class HandlerCaller:
         try:
             flushed = self._handler.flush()  # written to the socket now, as far as it takes it
             if self._stream is None or self._stream.writing():
-                await flushed  # the client reads slower than the target writes: wait for it
+                # The client reads slower than the target writes: wait for it, but not for ever.
+                await asyncio.wait_for(flushed, self._stall_timeout)
         except StreamClosedError:
             self.gone = True
             raise CallerGone from None
+        except TimeoutError:
+            self.gone = True
+            if self._stream is not None:
+                self._stream.close()  # the client's connection: its unread answer goes with it
+            raise CallerStalled(
+                f"the client stopped reading: no bytes accepted for {self._stall_timeout:g}s (client_stall_timeout)"
+            ) from None
 
     def reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         if not self.gone and not self._handler._finished:

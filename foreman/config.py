@@ -184,6 +184,13 @@ class Settings:
     idle_timeout: float = _setting(
         120.0, parse_positive_duration, "longest silence between two chunks of a running generation"
     )
+    client_stall_timeout: float = _setting(
+        60.0,
+        parse_positive_duration,
+        "a streaming client that accepts no bytes for this long is dropped and its job cancelled",
+    )
+    max_job_time: float = _setting(7200.0, parse_duration, "a job running longer is stopped and failed (0: no limit)")
+    max_queue: int = _setting(10000, parse_positive_int, "queued jobs at most; past it submits get 503")
     webhook_secret: str | None = _setting(
         None, parse_optional_text, "if set, webhook deliveries are signed (Standard Webhooks)"
     )

@@ -53,6 +53,18 @@ class Unavailable(ForemanError):
     """foreman is shutting down"""
 
 
+class QueueFull(Unavailable):
+    """server busy, please try again.  maximum pending requests exceeded"""
+
+
+class StorageUnavailable(Unavailable):
+    """storage unavailable"""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"storage unavailable: {problem}")
+
+
 class ConfigError(ForemanError):
     """invalid configuration"""
 

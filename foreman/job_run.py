@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from foreman.assemble import Outcome, artifact_refs, assemble
-from foreman.caller import Caller, CallerGone
+from foreman.caller import Caller, CallerGone, CallerStalled
 from foreman.clock import now
 from foreman.config import Settings
+from foreman.errors import StorageUnavailable
 from foreman.job import LOAD_ENDPOINT, Job
 from foreman.poller import Poller
 from foreman.requests import keep_alive_value
@@ -90,6 +91,8 @@ class JobRun:
         self.exchange = exchange
         self.headers: list[tuple[str, str]] = []  # the target's, to relay
         self.cancel_reason: str | None = None
+        self.timed_out = False  # stopped by max_job_time: failed, not cancelled
+        self.storage_fault: StorageUnavailable | None = None  # a commit failed: the worker settles it
         self._unsaved = job if unsaved else None
 
     @property
@@ -102,12 +105,40 @@ class JobRun:
         if self.exchange is not None:
             self.exchange.abort()
 
+    def time_out(self, limit: float) -> None:
+        """`max_job_time` is up: stop the run (upstream closed); it ends `failed`."""
+        if self.cancel_reason is None:
+            self.timed_out = True
+            self.cancel(f"stopped after {limit:g}s: the job ran longer than max_job_time")
+
     async def run_to_end(self) -> None:
         """Run the job to an end the database records; never raises but for a cancellation
         of the worker itself (the stop's grace ran out), after settling the job."""
         caller = self.caller
         try:
+            await self._run_and_settle()
+        except StorageUnavailable as exc:
+            # Nothing more is asked of the target, and no attempt is used: the job did nothing
+            # wrong. The worker pauses until the store writes again, then settles the job.
+            self.storage_fault = exc
+            if self.exchange is not None:
+                self.exchange.abort()
+            if caller is not None:
+                caller.abandon(exc.message, status=503)
+        finally:
+            if self.exchange is not None:  # left open by a failure: close it, free its connection
+                self.exchange.abort()
+            if caller is not None and not caller.answered and self.flow.current is not State.QUEUED:
+                # The job ended (or was ended by someone else) without an answer reaching its
+                # caller: never leave a client waiting for ever.
+                caller.abandon("the job ended without an answer; see GET /jobs/" + self.job.id, status=500)
+
+    async def _run_and_settle(self) -> None:
+        caller = self.caller
+        try:
             await self._execute()
+        except StorageUnavailable:
+            raise
         except TargetUnreachable as exc:
             await self._target_unreachable(str(exc))
         except TargetBroken as exc:
@@ -128,13 +159,6 @@ class JobRun:
             await self._fail(f"internal error: {exc}")
             if caller is not None:
                 caller.abandon(f"foreman internal error: {exc}", status=500)
-        finally:
-            if self.exchange is not None:  # left open by a failure: close it, free its connection
-                self.exchange.abort()
-            if caller is not None and not caller.answered and self.flow.current is not State.QUEUED:
-                # The job ended (or was ended by someone else) without an answer reaching its
-                # caller: never leave a client waiting for ever.
-                caller.abandon("the job ended without an answer; see GET /jobs/" + self.job.id, status=500)
 
     async def _execute(self) -> None:
         job, residency = self.job, self._ctx.residency
@@ -225,7 +249,11 @@ class JobRun:
                 parts.append(data)
                 self.chunks += data.count(b"\n")
                 if relay:
-                    await caller.send(data)  # type: ignore[union-attr]
+                    try:
+                        await caller.send(data)  # type: ignore[union-attr]
+                    except CallerStalled as exc:
+                        self.cancel_reason = self.cancel_reason or str(exc)  # before any other await
+                        raise
         self.exchange = None
         return b"".join(parts)
 
@@ -263,6 +291,12 @@ class JobRun:
         await self.flow.move(Trigger.FAIL, fields={"error": message, "status": status, "finished_at": now()})
 
     async def _cancelled(self) -> None:
+        if self.timed_out:
+            assert self.cancel_reason is not None
+            await self._fail(self.cancel_reason)
+            if self.caller is not None:
+                self.caller.abandon(self.cancel_reason, status=504)
+            return
         reason = self.cancel_reason or "the client disconnected"
         await self.flow.move(Trigger.CANCEL, fields={"error": reason, "finished_at": now()})
         if self.caller is not None:

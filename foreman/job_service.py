@@ -37,7 +37,9 @@ class JobService:
         *,
         offer: Callable[[Job, Caller], bool],
         cancel_running: Callable[[str, str], bool],
+        max_queue: int,
     ) -> None:
+        self.max_queue = max_queue
         self._store = store
         self._recorder = recorder
         self._lifecycle = lifecycle
@@ -63,7 +65,7 @@ class JobService:
             if self._offer(job, caller):
                 return job.id
         try:
-            job_id = await self._recorder.create(job)
+            job_id = await self._recorder.create(job, self.max_queue)
         except BaseException:
             self._callers.pop(job.id)
             raise

@@ -15,6 +15,7 @@ from foreman.assemble import artifact_refs
 from foreman.clock import iso, now
 from foreman.job import Job
 from foreman.store import Artifact, JobsTable
+from foreman.store.health import StorageHealth
 from statemachine import State
 
 
@@ -92,6 +93,10 @@ class JobViews:
     @property
     def swaps(self) -> int:
         return self._worker.swaps
+
+    @property
+    def storage(self) -> StorageHealth:
+        return self._store.health
 
     def running(self) -> dict[str, Any] | None:
         """The job the worker runs now, for /healthz."""

@@ -27,6 +27,8 @@ class LiveValues:
     poll_failures: Callable[[], int]
     target_up: Callable[[], bool]
     deliveries: Callable[[], tuple[int, int]]  # webhook attempts (delivered, failed)
+    storage_up: Callable[[], bool]  # the database takes writes
+    queue_limit: Callable[[], int]  # max_queue
 
 
 class _Live(Collector):
@@ -42,6 +44,10 @@ class _Live(Collector):
         up = GaugeMetricFamily("foreman_target_up", "1 when the target answered the last poll, else 0")
         up.add_metric([], 1.0 if live.target_up() else 0.0)
         yield up
+        storage = GaugeMetricFamily("foreman_storage_up", "1 while the database takes writes, else 0")
+        storage.add_metric([], 1.0 if live.storage_up() else 0.0)
+        yield storage
+        yield GaugeMetricFamily("foreman_queue_limit", "Queued jobs at most (max_queue)", value=live.queue_limit())
         delivered, failed = live.deliveries()
         deliveries = CounterMetricFamily("foreman_webhook_deliveries", "Webhook attempts, by result", labels=["result"])
         deliveries.add_metric(["delivered"], delivered)

@@ -63,15 +63,15 @@ class Recorder:
 
     # --- jobs entering the queue -----------------------------------------------------------
 
-    async def create(self, job: Job) -> str:
+    async def create(self, job: Job, max_queued: int | None = None) -> str:
         """Store a new queued job and tell the worker (and the deliverer, for a hooked job).
 
         Returns its id; for a repeated idempotency key, the id of the job that key made first.
         A synchronous job reports nothing before its end (fsynced); after a power loss before
         that, restart would fail it anyway. An asynchronous one is durable before its 202
-        (docs/adr/0011).
+        (docs/adr/0011). QueueFull past `max_queued` queued jobs.
         """
-        job_id = await self._store.create_job(job, durable=not job.sync)
+        job_id = await self._store.create_job(job, durable=not job.sync, max_queued=max_queued)
         if job_id == job.id:
             log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
             if job.webhook_url:

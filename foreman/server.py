@@ -10,6 +10,7 @@ import socket
 import time
 
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from foreman.app import Face, make_app
@@ -61,6 +62,8 @@ class Daemon:
             for pool_size in (8, 16)  # embeddings get a pool of their own (ADR 0013)
         )
         self.poller = Poller(self.target, settings.poll_interval)
+        # A database file deleted or replaced under foreman is noticed within a poll interval.
+        self.storage_watch = PeriodicCallback(store.db.health.check_file, settings.poll_interval * 1000)
         self.metrics = Metrics()
         self.webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
         self.deliverer = Deliverer(settings, store.outbox, self.webhooks)
@@ -86,6 +89,7 @@ class Daemon:
             self.metrics,
             offer=self.worker.offer,
             cancel_running=self.worker.cancel,
+            max_queue=settings.max_queue,
         )
         self.views = JobViews(store.jobs, self.worker, settings.inline_artifact_max)
         self.embedder = Embedder(settings.embed_model, self.embed_target, self.poller)
@@ -97,6 +101,8 @@ class Daemon:
                 poll_failures=lambda: poller.polls_failed,
                 target_up=lambda: not poller.degraded,
                 deliveries=lambda: (deliverer.delivered, deliverer.failed_attempts),
+                storage_up=lambda: store.db.health.ok,
+                queue_limit=lambda: settings.max_queue,
             )
         )
         face = Face(
@@ -155,6 +161,7 @@ class Daemon:
             raise
         daemon.server.add_sockets(sockets)
         daemon.poller.start()
+        daemon.storage_watch.start()
         daemon.deliverer.start()
         daemon.sweeper.start()
         if run_worker:
@@ -168,6 +175,7 @@ class Daemon:
         self._stopped = True
         self.jobs.accepting = False
         self.server.stop()
+        self.storage_watch.stop()
         await self.worker.stop(grace=_GRACE)
         await self.poller.stop()
         await self.embedder.stop()

@@ -5,7 +5,8 @@ a swap is paid), or waits until there may be one, and runs it as a `JobRun`, whi
 it owns while it runs: others cancel a running job through `cancel`, and read it
 through `running`. A new synchronous job may be `offer`ed to an idle worker, which
 then creates it in the same commit as its first transitions (docs/adr/0012). The
-loop never dies: it logs, marks the job, continues.
+loop never dies: it logs, marks the job, continues. When the store stops taking writes
+it pauses, sending nothing to the target, until they commit again (docs/adr/0026).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from foreman.caller import Caller, Callers
 from foreman.clock import now, wait_event
 from foreman.config import Settings
+from foreman.errors import StorageUnavailable
 from foreman.job import Job
 from foreman.job_run import JobRun, RunContext, job_request
 from foreman.metrics import Metrics
@@ -28,6 +30,10 @@ from foreman.target import Exchange, TargetClient
 from statemachine import TERMINAL, Lifecycle, State, Trigger
 
 log = logging.getLogger(__name__)
+
+
+_STORAGE_PAUSE_FIRST = 0.5  # seconds before the first try after a failed commit
+_STORAGE_PAUSE_MAX = 10.0
 
 
 class Wakeup:
@@ -79,6 +85,7 @@ class Worker:
         metrics: Metrics,
     ) -> None:
         self._store = store
+        self._max_job_time = settings.max_job_time
         self._target = target
         self._poller = poller
         self._lifecycle = lifecycle
@@ -93,6 +100,7 @@ class Worker:
         self._waiting_on_empty_queue = False
         self._offer: Offer | None = None
         self._next_wakeup: float | None = None  # earliest not_before of a backed-off job
+        self._storage_pause = _STORAGE_PAUSE_FIRST  # grows while the store keeps failing
 
     @property
     def resident(self) -> str | None:
@@ -161,6 +169,8 @@ class Worker:
         wakeup = self._wakeup
         if not self._waiting_on_empty_queue or wakeup.event.is_set() or wakeup.stale or not self._poller.up:
             return False
+        if not self._store.health.ok:
+            return False  # the submit's own commit will say why
         exchange = None
         if not self.residency.needs_load(job):
             # The request leaves now, in the handler's turn of the loop, not the worker's next.
@@ -200,10 +210,46 @@ class Worker:
             run = JobRun(self._ctx, job, flow, caller, unsaved=unsaved, exchange=exchange)
             self.running = run
             self._metrics.queue_wait.observe(max(0.0, run.started - job.created_at))
+            limit = self._max_job_time
+            timer = asyncio.get_running_loop().call_later(limit, run.time_out, limit) if limit > 0 else None
             try:
                 await run.run_to_end()
             finally:
+                if timer is not None:
+                    timer.cancel()
                 self.running = None
                 if flow.current in TERMINAL or (caller is not None and caller.answered):
                     self._callers.pop(job.id)
                     self._metrics.job_duration.labels(job.endpoint, flow.state).observe(now() - run.started)
+        if run.storage_fault is not None:
+            await self._after_storage_fault(job, run.storage_fault)
+        else:
+            self._storage_pause = _STORAGE_PAUSE_FIRST
+
+    async def _after_storage_fault(self, job: Job, fault: StorageUnavailable) -> None:
+        """A commit of `job` failed for the storage's sake: pause (nothing is sent to the target
+        meanwhile), then, once the store writes again, settle the job as the database has it:
+        one left `loading`/`working` goes back to the queue (asynchronous: its attempt not
+        counted) or fails (synchronous: its caller was told 503). docs/adr/0026."""
+        log.warning("job=%s: %s; the worker pauses until the store writes again", job.id, fault.message)
+        while not self._stopping.is_set():
+            await _first(asyncio.sleep(self._storage_pause), self._stopping.wait())
+            self._storage_pause = min(self._storage_pause * 2, _STORAGE_PAUSE_MAX)
+            try:
+                await self._settle_after_fault(job, fault)
+            except StorageUnavailable:
+                continue
+            log.info("job=%s: the store writes again; the worker resumes", job.id)
+            return
+
+    async def _settle_after_fault(self, job: Job, fault: StorageUnavailable) -> None:
+        row = await self._store.get_job(job.id)
+        if row is None or row.state not in (State.LOADING.value, State.WORKING.value):
+            await self._store.probe()  # nothing to settle: only whether the store writes
+            return
+        with self._lifecycle.flow(job.id, row.state) as flow:
+            if job.sync:
+                error = f"interrupted: {fault.message}"
+                await flow.move(Trigger.FAIL, fields={"error": error, "finished_at": now()})
+            else:
+                await flow.move(Trigger.REQUEUE)

@@ -24,10 +24,14 @@ class HealthHandler(BaseHandler):
         self.started_at = started_at
 
     async def get(self) -> None:
+        """200 while foreman can take work; 503 `unhealthy` while its database takes no writes
+        (full, locked, lost: `storage` says why; docs/adr/0026)."""
         poller, views = self.poller, self.views
+        storage = views.storage
         self.write_json(
             {
-                "status": "ok",
+                "status": "ok" if storage.ok else "unhealthy",
+                "storage": {"ok": storage.ok, "problem": storage.reason, "since": iso(storage.since)},
                 "degraded": poller.degraded,
                 "target": self.config.ollama_url,
                 "last_poll_at": iso(poller.last_poll_at),
@@ -38,10 +42,12 @@ class HealthHandler(BaseHandler):
                 "embed_model": self.config.embed_model,
                 "swaps": views.swaps,
                 "queue": await views.counts(),
+                "max_queue": self.config.max_queue,
                 "queue_by_model": dict(await views.queued_by_model()),
                 "running": views.running(),
                 "uptime_s": round(time.time() - self.started_at, 3),
-            }
+            },
+            status=200 if storage.ok else 503,
         )
 
 

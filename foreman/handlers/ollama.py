@@ -51,7 +51,7 @@ class GenerationHandler(BodyHandler):
     async def post(self) -> None:
         sub = self.submission()
         await self.poller.require_model(sub.name)
-        caller = HandlerCaller(self, request_headers(self.request.headers.get_all()))
+        caller = HandlerCaller(self, request_headers(self.request.headers.get_all()), self.config.client_stall_timeout)
         caller.gone = self._hung_up  # hung up while the model was being checked
         self._caller = caller
         self._job_id = await self.jobs.submit(sub, caller)

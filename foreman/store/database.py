@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from foreman.errors import StorageUnavailable
+from foreman.store.health import StorageHealth, storage_problem
 from foreman.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Database:
         self._path = path
         self._reader = reader
         self._closed = False
+        self.health = StorageHealth(path)
 
     @classmethod
     async def open(cls, path: str) -> Database:
@@ -103,7 +106,33 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True, small: bool = False) -> T:
-        """Run `fn` as one transaction: the only way to write.
+        """Run `fn` as one transaction: the only way to write. A failure of the storage itself
+        (full, locked past the busy timeout, I/O, a lost file) is `StorageUnavailable`."""
+        health = self.health
+        if health.lost is not None:
+            raise StorageUnavailable(health.lost)
+        try:
+            result = await self._write(fn, durable, small)
+        except sqlite3.Error as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            health.failed(problem)
+            raise StorageUnavailable(problem) from exc
+        health.recovered()
+        return result
+
+    async def probe(self) -> None:
+        """A write that changes nothing: it commits once the storage takes writes again."""
+
+        def rewrite_version(db: sqlite3.Connection) -> None:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            db.execute(f"PRAGMA user_version = {int(version)}")
+
+        await self.write(rewrite_version)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool, small: bool) -> T:
+        """`write` without the storage check.
 
         `durable=False` commits without an fsync of its own (synchronous=NORMAL): the commit
         survives a crash of foreman, and becomes power-loss durable with the next durable

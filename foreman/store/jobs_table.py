@@ -11,9 +11,11 @@ from operator import attrgetter
 from typing import Any
 
 from foreman.clock import new_id, now
+from foreman.errors import QueueFull
 from foreman.events import EventSource
 from foreman.job import Job
 from foreman.store.database import Database
+from foreman.store.health import StorageHealth
 from statemachine import Change, State
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
@@ -70,10 +72,21 @@ class JobsTable:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, durable: bool = True) -> str:
+    @property
+    def health(self) -> StorageHealth:
+        """Whether writes commit (docs/adr/0026)."""
+        return self._db.health
+
+    async def probe(self) -> None:
+        """A write that changes nothing; StorageUnavailable while the storage refuses writes."""
+        await self._db.probe()
+
+    async def create_job(self, job: Job, durable: bool = True, max_queued: int | None = None) -> str:
         """Insert a queued job (see job.new_job) and its first outbox event, atomically.
 
         Returns its id; for a repeated idempotency key, the id of the job that key made first.
+        With `max_queued` jobs or more queued already, raises QueueFull (counted inside the
+        same transaction, so concurrent submits cannot overshoot; the count stops at the bound).
         """
 
         def insert(db: sqlite3.Connection) -> str:
@@ -81,6 +94,12 @@ class JobsTable:
                 row = db.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
                 if row is not None:
                     return str(row[0])
+            if max_queued is not None:
+                (queued,) = db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT ?)", (max_queued,)
+                ).fetchone()
+                if queued >= max_queued:
+                    raise QueueFull
             self._insert_job(db, job)
             return job.id
 
