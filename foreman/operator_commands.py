@@ -134,7 +134,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
         status, health = client.call("GET", "/healthz")
-        if status != 200 or not isinstance(health, dict):
+        # 503 with a report: foreman is up but its database takes no writes (docs/adr/0026).
+        if status not in (200, 503) or not isinstance(health, dict) or "status" not in health:
             raise Unreachable(f"{client.url}/healthz answered {status} without foreman's health report")
     except Unreachable as exc:
         if args.json:
@@ -155,7 +156,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(report)
     else:
         print(render_status(report))
-    return EXIT_DEGRADED if health.get("degraded") else EXIT_OK
+    storage_ok = (health.get("storage") or {}).get("ok", True)
+    return EXIT_DEGRADED if health.get("degraded") or not storage_ok else EXIT_OK
 
 
 def _optional(client: Client, path: str) -> tuple[int, Any]:
@@ -171,10 +173,14 @@ def render_status(report: dict[str, Any]) -> str:
     now = time.time()
     target = "unreachable (degraded)" if health.get("degraded") else "reachable"
     polled = _ago(health.get("last_poll_at"), now)
+    storage = health.get("storage") or {"ok": True}
+    verdict = "UNHEALTHY" if not storage.get("ok") else "DEGRADED" if health.get("degraded") else "ok"
     lines = [
-        f"foreman {report['url']}  {'DEGRADED' if health.get('degraded') else 'ok'}",
+        f"foreman {report['url']}  {verdict}",
         f"target     {health.get('target')}  {target}, last good poll {polled}",
     ]
+    if not storage.get("ok"):
+        lines.append(f"storage    refusing work: {storage.get('problem')}")
     if health.get("degraded") and health.get("last_error"):
         lines.append(f"           {health['last_error']}")
     resident = report.get("resident")

@@ -62,6 +62,16 @@ async def test_status_degraded_and_unreachable(start_foreman: StartForeman, sim:
     assert code == 2 and json.loads(out)["reachable"] is False
 
 
+async def test_status_shows_a_store_that_takes_no_writes(start_foreman: StartForeman, db_path: str) -> None:
+    foreman = await start_foreman()
+    os.unlink(db_path)
+    foreman.store.db.health.check_file()  # what the daemon does every poll_interval
+    code, out, _ = await cli("status", "--url", foreman.url)
+    assert code == 1, out
+    assert out.startswith(f"foreman {foreman.url}  UNHEALTHY")
+    assert "storage    refusing work: the database file" in out
+
+
 async def test_jobs_submit_show_list_cancel(foreman: Daemon, sim: Simulator, tmp_path: Path) -> None:
     payload = tmp_path / "job.json"
     payload.write_text(json.dumps({"model": "llama3.2", "messages": HELLO}))
