@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from foreman.store import Artifact
+from foreman.store import Artifact, ArtifactHead
 
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -142,17 +142,30 @@ def _openai(objects: list[dict[str, Any]], *, chat: bool) -> Outcome:
     return Outcome(result=result, artifacts=artifacts)
 
 
+def result_fields(job_id: str, response: bytes | None, size: int, inline_max: int) -> dict[str, Any]:
+    """How the result appears in the job API and the `done` event: the final response inline
+    while its JSON is at most `inline_max` bytes, else null and the URL of its artifact, so
+    that no view or event holds a second copy of a large answer."""
+    if response is not None and size <= inline_max:
+        return {"result": json.loads(response)}
+    return {"result": None, "result_url": f"/jobs/{job_id}/artifacts/response"}
+
+
+def artifact_ref(job_id: str, head: ArtifactHead, inline_max: int) -> dict[str, Any]:
+    """How an artifact appears in the job API and webhooks: inline when small, a URL always."""
+    ref: dict[str, Any] = {
+        "name": head.name,
+        "content_type": head.content_type,
+        "size": head.size,
+        "url": f"/jobs/{job_id}/artifacts/{head.name}",
+    }
+    if head.data is not None and head.size <= inline_max:
+        data = head.data
+        ref["content"] = json.loads(data) if head.content_type == _JSON else data.decode("utf-8", "replace")
+    return ref
+
+
 def artifact_refs(job_id: str, artifacts: list[Artifact], inline_max: int) -> list[dict[str, Any]]:
-    """How artifacts appear in the job API and webhooks: inline when small, a URL always."""
-    refs = []
-    for a in artifacts:
-        ref: dict[str, Any] = {
-            "name": a.name,
-            "content_type": a.content_type,
-            "size": len(a.data),
-            "url": f"/jobs/{job_id}/artifacts/{a.name}",
-        }
-        if len(a.data) <= inline_max:
-            ref["content"] = json.loads(a.data) if a.content_type == _JSON else a.data.decode("utf-8", "replace")
-        refs.append(ref)
-    return refs
+    return [
+        artifact_ref(job_id, ArtifactHead(a.name, a.content_type, len(a.data), a.data), inline_max) for a in artifacts
+    ]

@@ -36,6 +36,8 @@ def build_event(
     extra = change.extra if change else {}
     if job.state == State.DONE.value and job.webhook_url:
         event["result"] = extra.get("result")
+        if extra.get("result_url"):  # the result was too large to inline (inline_artifact_max)
+            event["result_url"] = extra["result_url"]
         event["artifacts"] = extra.get("artifact_refs", [])
     elif job.state in (State.FAILED.value, State.CANCELLED.value):
         event["error"] = job.error

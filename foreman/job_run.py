@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from foreman.assemble import Outcome, artifact_refs, assemble
+from foreman.assemble import Outcome, artifact_refs, assemble, result_fields
 from foreman.caller import Caller, CallerGone, CallerStalled
 from foreman.clock import now
 from foreman.config import Settings
@@ -279,11 +279,18 @@ class JobRun:
             outcome.eval_count,
             now() - self.started,
         )
-        refs = artifact_refs(job.id, outcome.artifacts, self._ctx.settings.inline_artifact_max)
+        inline_max = self._ctx.settings.inline_artifact_max
+        refs = artifact_refs(job.id, outcome.artifacts, inline_max)
+        response = next((a.data for a in outcome.artifacts if a.name == "response"), None)
+        shown = (
+            {"result": outcome.result}
+            if response is not None and len(response) <= inline_max
+            else result_fields(job.id, None, 0, inline_max)
+        )
         await self.flow.move(
             Trigger.FINISH,
             fields={"finished_at": now(), "status": 200, "eval_count": outcome.eval_count},
-            extra={"artifacts": outcome.artifacts, "result": outcome.result, "artifact_refs": refs},
+            extra={"artifacts": outcome.artifacts, "artifact_refs": refs, **shown},
         )
 
     async def _fail(self, message: str, status: int | None = None) -> None:

@@ -7,11 +7,10 @@ directly.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict, deque
 from typing import Any, Protocol
 
-from foreman.assemble import artifact_refs
+from foreman.assemble import artifact_ref, result_fields
 from foreman.clock import iso, now
 from foreman.job import Job
 from foreman.store import Artifact, JobsTable
@@ -137,8 +136,11 @@ class JobViews:
         if job.state in (State.FAILED.value, State.CANCELLED.value):
             view["error"] = job.error
         if job.state == State.DONE.value and detail:
-            artifacts = await self._store.artifacts(job.id)
-            response = next((a for a in artifacts if a.name == "response"), None)
-            view["result"] = json.loads(response.data) if response is not None else None
-            view["artifacts"] = artifact_refs(job.id, artifacts, self._inline_max)
+            heads = await self._store.artifact_heads(job.id, self._inline_max)
+            response = next((h for h in heads if h.name == "response"), None)
+            if response is None:
+                view["result"] = None
+            else:
+                view.update(result_fields(job.id, response.data, response.size, self._inline_max))
+            view["artifacts"] = [artifact_ref(job.id, head, self._inline_max) for head in heads]
         return view

@@ -12,7 +12,7 @@ import aiohttp
 
 from foreman.server import Daemon
 from foreman.simulator import Simulator
-from tests.conftest import ROOT, StartForeman, free_port, read_db
+from tests.conftest import ROOT, Receiver, StartForeman, free_port, read_db
 
 HELLO = [{"role": "user", "content": "hello there"}]
 
@@ -65,9 +65,30 @@ async def test_large_artifacts_come_as_urls_with_the_exact_bytes(
     job = await get_job(http, foreman.url, await submit(http, foreman.url, body), wait=10)
     completion = next(a for a in job["artifacts"] if a["name"] == "completion")
     assert "content" not in completion and completion["size"] > 16
+    assert job["result"] is None  # held once: a large result is not copied into the view
+    async with http.get(foreman.url + job["result_url"]) as resp:
+        result = await resp.json()
     async with http.get(foreman.url + completion["url"]) as resp:
         data = await resp.read()
-    assert data.decode() == job["result"]["message"]["content"] and len(data) == completion["size"]
+    assert data.decode() == result["message"]["content"] and len(data) == completion["size"]
+
+
+async def test_a_large_result_is_a_url_in_the_done_event_too(
+    start_foreman: StartForeman, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    foreman = await start_foreman(inline_artifact_max="1000")
+    small = {"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 2}, "state_webhook_url": receiver.url}
+    large = {**small, "options": {"num_predict": 400}}
+    small_id, large_id = await submit(http, foreman.url, small), await submit(http, foreman.url, large)
+    await receiver.wait_for(lambda: sum(e["state"] == "done" for e in receiver.accepted()) == 2)
+    done = {e["job_id"]: e for e in receiver.accepted() if e["state"] == "done"}
+    assert done[small_id]["result"]["done"] is True and "result_url" not in done[small_id]
+    assert done[large_id]["result"] is None
+    assert done[large_id]["result_url"] == f"/jobs/{large_id}/artifacts/response"
+    async with http.get(foreman.url + done[large_id]["result_url"]) as resp:
+        assert (await resp.json())["eval_count"] == 400
+    small_job = await get_job(http, foreman.url, small_id)
+    assert small_job["result"]["done"] is True and "result_url" not in small_job
 
 
 async def test_submit_validation(foreman: Daemon, http: aiohttp.ClientSession) -> None:

@@ -9,7 +9,7 @@ handed the table it uses (`store.jobs` or `store.outbox`), the daemon the whole.
 from __future__ import annotations
 
 from foreman.store.database import Database
-from foreman.store.jobs_table import Artifact, EventBuilder, JobsTable
+from foreman.store.jobs_table import Artifact, ArtifactHead, EventBuilder, JobsTable
 from foreman.store.outbox import Outbox, OutboxEvent
 
 
@@ -29,4 +29,4 @@ class Store:
         await self.db.close()
 
 
-__all__ = ["Artifact", "Database", "JobsTable", "Outbox", "OutboxEvent", "Store"]
+__all__ = ["Artifact", "ArtifactHead", "Database", "JobsTable", "Outbox", "OutboxEvent", "Store"]

@@ -55,6 +55,16 @@ class Artifact:
     data: bytes
 
 
+@dataclass(frozen=True)
+class ArtifactHead:
+    """An artifact's name, type and size; its data only when it is small enough to inline."""
+
+    name: str
+    content_type: str
+    size: int
+    data: bytes | None
+
+
 def _job(row: Iterable[Any]) -> Job:
     values = dict(zip(_JOB_FIELDS, row, strict=True))
     for flag in ("sync", "stream", "swapped"):  # stored as integers
@@ -239,6 +249,15 @@ class JobsTable:
             "SELECT name, content_type, data FROM artifacts WHERE job_id = ? ORDER BY name", (job_id,)
         )
         return [Artifact(*r) for r in rows]
+
+    async def artifact_heads(self, job_id: str, inline_max: int) -> list[ArtifactHead]:
+        """The job's artifacts, reading the data of only those of at most `inline_max` bytes."""
+        rows = await self._db.read(
+            "SELECT name, content_type, length(data), CASE WHEN length(data) <= ? THEN data END"
+            " FROM artifacts WHERE job_id = ? ORDER BY name",
+            (inline_max, job_id),
+        )
+        return [ArtifactHead(*r) for r in rows]
 
     async def queued_by_model(self) -> list[tuple[str, int]]:
         rows = await self._db.read(
