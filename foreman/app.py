@@ -10,18 +10,32 @@ from tornado.log import access_log
 from tornado.web import Application, RequestHandler
 
 from foreman.config import Settings
-from foreman.handlers.base import NotFoundHandler
+from foreman.handlers.anthropic import MessagesHandler
 from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.health import HealthHandler, MetricsHandler
-from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
+from foreman.handlers.inventory import (
+    ManagementHandler,
+    PassThroughHandler,
+    PsHandler,
+    ShowHandler,
+    TagsHandler,
+    VersionHandler,
+)
 from foreman.handlers.job_api import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
-from foreman.handlers.openai import ModelHandler, ModelsHandler, OpenAIGenerationHandler
-from foreman.job import CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS
+from foreman.handlers.openai import (
+    ModelHandler,
+    ModelsHandler,
+    OpenAIGenerationHandler,
+    ResponsesHandler,
+    TranscriptionHandler,
+)
+from foreman.job import CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS, V1_MESSAGES, V1_RESPONSES, V1_TRANSCRIPTIONS
 from foreman.job_service import JobService
 from foreman.job_views import JobViews
 from foreman.metrics import Metrics
 from foreman.poller import Poller
+from foreman.routes import OLLAMA_ROUTES, Route, tornado_pattern
 from foreman.target import TargetClient
 from foreman.webhook_client import WebhookClient
 
@@ -48,22 +62,39 @@ def make_app(face: Face) -> Application:
     live = {**snapshot, "target": face.target}
     generation = {**base, "jobs": face.jobs, "poller": face.poller}
     job_api = {**base, "jobs": face.jobs, "views": face.views}
-    routes: list[Any] = [
-        (r"/", RootHandler, base),
-        (r"/api/chat", GenerationHandler, {**generation, "endpoint": CHAT}),
-        (r"/api/generate", GenerationHandler, {**generation, "endpoint": GENERATE}),
-        (r"/api/tags", TagsHandler, snapshot),
-        (r"/api/ps", PsHandler, live),
-        (r"/api/version", VersionHandler, live),
-        (r"/api/show", ShowHandler, proxy),
-        (r"/api/(?:embed|embeddings)", EmbedHandler, {**base, "target": face.embed_target}),
-        (r"/api/(?:pull|push|create|copy|delete)", ManagementHandler, {**proxy, "poller": face.poller}),
-        (r"/api/blobs/([^/]+)", ManagementHandler, {**proxy, "poller": face.poller}),
-        (r"/v1/chat/completions", OpenAIGenerationHandler, {**generation, "endpoint": V1_CHAT}),
-        (r"/v1/completions", OpenAIGenerationHandler, {**generation, "endpoint": V1_COMPLETIONS}),
-        (r"/v1/models", ModelsHandler, snapshot),
-        (r"/v1/models/(.+)", ModelHandler, proxy),
-        (r"/v1/embeddings", EmbedHandler, {**base, "target": face.embed_target}),
+    generation_handlers: dict[str, type[GenerationHandler]] = {
+        CHAT: GenerationHandler,
+        GENERATE: GenerationHandler,
+        V1_CHAT: OpenAIGenerationHandler,
+        V1_COMPLETIONS: OpenAIGenerationHandler,
+        V1_MESSAGES: MessagesHandler,
+        V1_RESPONSES: ResponsesHandler,
+        V1_TRANSCRIPTIONS: TranscriptionHandler,
+    }
+    management = {**proxy, "poller": face.poller}
+    # Pass-through paths answered with something of foreman's own on top (foreman/routes.py).
+    own: dict[str, tuple[type[RequestHandler], dict[str, Any]]] = {
+        "/": (RootHandler, base),
+        "/api/tags": (TagsHandler, snapshot),
+        "/api/ps": (PsHandler, live),
+        "/api/version": (VersionHandler, live),
+        "/api/show": (ShowHandler, proxy),
+        "/v1/models": (ModelsHandler, snapshot),
+        "/v1/models/:model": (ModelHandler, proxy),
+    }
+    routes: list[Any] = []
+    for path, route in OLLAMA_ROUTES.items():
+        pattern = tornado_pattern(path)
+        if route is Route.JOB:
+            routes.append((pattern, generation_handlers[path], {**generation, "endpoint": path}))
+        elif route is Route.EMBEDDING:
+            routes.append((pattern, EmbedHandler, {**base, "target": face.embed_target}))
+        elif route is Route.MANAGEMENT:
+            routes.append((pattern, ManagementHandler, management))
+        else:
+            handler, args = own.get(path, (PassThroughHandler, proxy))
+            routes.append((pattern, handler, args))
+    routes += [
         (
             r"/healthz",
             HealthHandler,
@@ -76,8 +107,8 @@ def make_app(face: Face) -> Application:
     ]
     return Application(
         routes,
-        default_handler_class=NotFoundHandler,
-        default_handler_args=base,
+        default_handler_class=PassThroughHandler,  # unknown paths: the target's answer (docs/adr/0027)
+        default_handler_args=proxy,
         compress_response=False,  # Ollama never compresses
         serve_traceback=False,
         log_function=lambda handler: log_request(handler, face.metrics),

@@ -13,8 +13,8 @@ from typing import Any
 
 from foreman.store import Artifact, ArtifactHead
 
-_TEXT = "text/plain; charset=utf-8"
-_JSON = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+JSON_TYPE = "application/json"
 
 
 @dataclass
@@ -22,9 +22,12 @@ class Outcome:
     result: dict[str, Any] | None = None
     artifacts: list[Artifact] = field(default_factory=list)
     error: str | None = None  # an {"error": ...} the target sent inside a 200 answer
+    counted: int | None = None  # tokens generated, where the answer has no `eval_count` (usage)
 
     @property
     def eval_count(self) -> int | None:
+        if self.counted is not None:
+            return self.counted
         return (self.result or {}).get("eval_count")
 
     @property
@@ -32,7 +35,7 @@ class Outcome:
         return (self.result or {}).get("load_duration")
 
 
-def _dump(value: Any) -> bytes:
+def dump_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -110,12 +113,12 @@ def assemble(endpoint: str, raw: bytes) -> Outcome:
         if tool_calls:
             result["tool_calls"] = tool_calls
 
-    artifacts = [Artifact("completion", _TEXT, completion.encode())]
+    artifacts = [Artifact("completion", TEXT_TYPE, completion.encode())]
     if thought:
-        artifacts.append(Artifact("thinking", _TEXT, thought.encode()))
+        artifacts.append(Artifact("thinking", TEXT_TYPE, thought.encode()))
     if tool_calls:
-        artifacts.append(Artifact("tool_calls", _JSON, _dump(tool_calls)))
-    artifacts.append(Artifact("response", _JSON, _dump(result)))
+        artifacts.append(Artifact("tool_calls", JSON_TYPE, dump_json(tool_calls)))
+    artifacts.append(Artifact("response", JSON_TYPE, dump_json(result)))
     return Outcome(result=result, artifacts=artifacts)
 
 
@@ -138,7 +141,10 @@ def _openai(objects: list[dict[str, Any]], *, chat: bool) -> Outcome:
     if chat:
         final = {"index": 0, "message": {"role": "assistant", "content": completion}}
     result["choices"] = [final]
-    artifacts = [Artifact("completion", _TEXT, completion.encode()), Artifact("response", _JSON, _dump(result))]
+    artifacts = [
+        Artifact("completion", TEXT_TYPE, completion.encode()),
+        Artifact("response", JSON_TYPE, dump_json(result)),
+    ]
     return Outcome(result=result, artifacts=artifacts)
 
 
@@ -161,7 +167,7 @@ def artifact_ref(job_id: str, head: ArtifactHead, inline_max: int) -> dict[str, 
     }
     if head.data is not None and head.size <= inline_max:
         data = head.data
-        ref["content"] = json.loads(data) if head.content_type == _JSON else data.decode("utf-8", "replace")
+        ref["content"] = json.loads(data) if head.content_type == JSON_TYPE else data.decode("utf-8", "replace")
     return ref
 
 

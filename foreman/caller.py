@@ -14,12 +14,13 @@ client (`CallerStalled`).
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Protocol
 
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler
+
+from foreman.error_shapes import NATIVE, ErrorShape
 
 
 class CallerGone(Exception):
@@ -90,8 +91,15 @@ class Callers:
 class HandlerCaller:
     """`Caller` over a Tornado RequestHandler; `done` resolves when the answer ends."""
 
-    def __init__(self, handler: RequestHandler, upstream_headers: dict[str, str], stall_timeout: float) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        upstream_headers: dict[str, str],
+        stall_timeout: float,
+        errors: ErrorShape = NATIVE,
+    ) -> None:
         self._handler = handler
+        self._errors = errors  # the face's own error shape (foreman/error_shapes.py)
         self._stall_timeout = stall_timeout
         self.upstream_headers = upstream_headers
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -163,11 +171,11 @@ class HandlerCaller:
 
     def abandon(self, message: str, status: int = 499) -> None:
         """The job ended without an answer for this caller: tell it so, as Ollama would
-        (an error status before any byte, an error line after some)."""
-        body = json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False).encode()
+        (an error status before any byte; after some, what ends a failed stream of its API)."""
         if self._started:
-            self.end(body + b"\n")
+            self.end(self._errors.last_words(message))
         else:
+            body = self._errors.body(message, status)
             self.reply(status, [("Content-Type", "application/json; charset=utf-8")], body)
 
     def _finish(self, body: bytes) -> None:

@@ -9,8 +9,21 @@ CHAT = "/api/chat"
 GENERATE = "/api/generate"
 V1_CHAT = "/v1/chat/completions"
 V1_COMPLETIONS = "/v1/completions"
+V1_MESSAGES = "/v1/messages"  # Anthropic Messages
+V1_RESPONSES = "/v1/responses"  # OpenAI Responses
+V1_TRANSCRIPTIONS = "/v1/audio/transcriptions"  # multipart, runs a model through the chat path
 # The native endpoint that loads a model for each endpoint a job may use.
-LOAD_ENDPOINT = {CHAT: CHAT, GENERATE: GENERATE, V1_CHAT: CHAT, V1_COMPLETIONS: GENERATE}
+LOAD_ENDPOINT = {
+    CHAT: CHAT,
+    GENERATE: GENERATE,
+    V1_CHAT: CHAT,
+    V1_COMPLETIONS: GENERATE,
+    V1_MESSAGES: CHAT,
+    V1_RESPONSES: CHAT,
+    V1_TRANSCRIPTIONS: CHAT,
+}
+# What `POST /jobs` may name as its `endpoint`: every queued one with a JSON body.
+JOB_API_ENDPOINTS = (CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS, V1_MESSAGES, V1_RESPONSES)
 
 KIND_GENERATE = "generate"
 KIND_LOAD = "load"

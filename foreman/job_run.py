@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from foreman.assemble import Outcome, artifact_refs, assemble, result_fields
+from foreman.answer import outcome_of
+from foreman.assemble import Outcome, artifact_refs, result_fields
 from foreman.caller import Caller, CallerGone, CallerStalled
 from foreman.clock import now
 from foreman.config import Settings
@@ -188,7 +189,7 @@ class JobRun:
             await asyncio.wait({working})
             if not working.cancelled() and working.exception() is not None:
                 log.error("job=%s recording `working` failed: %r", job.id, working.exception())
-        outcome = assemble(job.endpoint, raw)
+        outcome = outcome_of(job.endpoint, raw)
         residency.answered(job)
         # Commit first, answer second: a client holding its answer finds the job finished.
         if outcome.error is not None:

@@ -9,10 +9,27 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
+
 from foreman.errors import BadRequest, NotFound
-from foreman.job import CHAT, GENERATE, KIND_GENERATE, KIND_LOAD, KIND_UNLOAD, Submission, model_key
+from foreman.job import (
+    CHAT,
+    GENERATE,
+    JOB_API_ENDPOINTS,
+    KIND_GENERATE,
+    KIND_LOAD,
+    KIND_UNLOAD,
+    V1_CHAT,
+    V1_COMPLETIONS,
+    V1_MESSAGES,
+    V1_RESPONSES,
+    V1_TRANSCRIPTIONS,
+    Submission,
+    model_key,
+)
 
 _GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
 
@@ -99,35 +116,120 @@ def parse_openai(endpoint: str, body: bytes) -> Submission:
     )
 
 
+def parse_anthropic(body: bytes) -> Submission:
+    """`POST /v1/messages` (Anthropic Messages), queued like `/api/chat`, with the checks
+    Ollama's middleware makes before anything runs (docs/wire.md section 10.5). Streaming is
+    off unless `"stream": true`."""
+    data = _foreign_body(body, "anthropic.MessagesRequest")
+    model = _required_model(data, "MessagesRequest")
+    max_tokens = data.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+        raise BadRequest("max_tokens is required and must be positive")
+    if not data.get("messages"):
+        raise BadRequest("messages is required")
+    return _foreign_submission(V1_MESSAGES, model, KIND_GENERATE, data, body)
+
+
+def parse_responses(body: bytes) -> Submission:
+    """`POST /v1/responses` (OpenAI Responses), queued like `/api/chat`. No `input` and no
+    `instructions` is a load, as in Ollama (docs/wire.md section 10.1)."""
+    data = _foreign_body(body, "openai.ResponsesRequest")
+    model = _required_model(data, "ResponsesRequest")
+    kind = KIND_GENERATE if data.get("input") or data.get("instructions") else KIND_LOAD
+    return _foreign_submission(V1_RESPONSES, model, kind, data, body)
+
+
+def parse_transcription(body: bytes, content_type: str) -> Submission:
+    """`POST /v1/audio/transcriptions`: a multipart form whose `model` field names the model;
+    it runs a model through the chat path, so it is a job (never streamed to the caller)."""
+    fields: dict[str, list[bytes]] = {}
+    files: dict[str, list[HTTPFile]] = {}
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise BadRequest("request Content-Type isn't multipart/form-data")
+    try:
+        parse_body_arguments(content_type, body, fields, files)
+    except HTTPInputError as exc:
+        raise BadRequest(f"invalid multipart form: {exc}") from None
+    model = (fields.get("model") or [b""])[0].decode("utf-8", "replace").strip()
+    if not model:
+        raise BadRequest("model is required")
+    if "file" not in files:
+        raise BadRequest("file is required")
+    return Submission(
+        endpoint=V1_TRANSCRIPTIONS, model=model_key(model), name=model, kind=KIND_GENERATE, stream=False, body=body
+    )
+
+
+def _foreign_body(body: bytes, go_type: str) -> dict[str, Any]:
+    if not body.strip():
+        raise BadRequest("EOF")  # gin's ShouldBindJSON on an empty body
+    return decode_body(body, go_type)
+
+
+def _required_model(data: dict[str, Any], struct: str) -> str:
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest(
+            f"json: cannot unmarshal {type(model).__name__} into Go struct field {struct}.model of type string"
+        )
+    if not model:
+        raise BadRequest("model is required")
+    return model
+
+
+def _foreign_submission(endpoint: str, model: str, kind: str, data: dict[str, Any], body: bytes) -> Submission:
+    return Submission(
+        endpoint=endpoint, model=model_key(model), name=model, kind=kind, stream=data.get("stream") is True, body=body
+    )
+
+
 def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = None) -> Submission:
     """A `POST /jobs` body: a chat payload, or a generate one (`prompt` without `messages`),
-    plus `state_webhook_url` (docs/adr/0014).
+    plus `state_webhook_url` and, optionally, `endpoint`: any queued endpoint with a JSON
+    body, whose shape the rest of the body then takes (docs/adr/0014, 0027).
 
     Nobody reads a job's answer as it streams, so foreman re-encodes this body: without its
-    own field, with `stream: true` (progress is counted as lines arrive; the whole result is
-    collected either way) and with `keep_alive` when the body names none.
+    own fields, with `stream: true` (progress is counted as lines arrive; the whole result is
+    collected either way) and, for the native endpoints, with `keep_alive` when it names none.
     """
     data = decode_body(body, _go_type(CHAT))
-    endpoint = GENERATE if "prompt" in data and "messages" not in data else CHAT
     webhook = data.pop("state_webhook_url", None)
     if webhook is not None and not isinstance(webhook, str):
         raise BadRequest("state_webhook_url must be a string")
+    endpoint = data.pop("endpoint", None)
+    if endpoint is None:
+        endpoint = GENERATE if "prompt" in data and "messages" not in data else CHAT
+    elif endpoint not in JOB_API_ENDPOINTS:
+        raise BadRequest(f"endpoint must be one of {', '.join(JOB_API_ENDPOINTS)}")
     if not data.get("model"):
         raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (docs/contract.md section 3)
-    model, kind = _model_and_kind(endpoint, data)
     data["stream"] = True
-    data.setdefault("keep_alive", keep_alive_value(keep_alive))
+    if endpoint in (CHAT, GENERATE):
+        model, kind = _model_and_kind(endpoint, data)
+        data.setdefault("keep_alive", keep_alive_value(keep_alive))
+    encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    if endpoint not in (CHAT, GENERATE):
+        parsed = _FOREIGN_PARSERS[endpoint](encoded)
+        model, kind = parsed.name, parsed.kind
     return Submission(
         endpoint=endpoint,
         model=model_key(model),
         name=model,
         kind=kind,
         stream=True,
-        body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+        body=encoded,
         sync=False,
         webhook_url=webhook or None,
         idempotency_key=idempotency_key,
     )
+
+
+_FOREIGN_PARSERS: dict[str, Callable[[bytes], Submission]] = {
+    V1_CHAT: lambda body: parse_openai(V1_CHAT, body),
+    V1_COMPLETIONS: lambda body: parse_openai(V1_COMPLETIONS, body),
+    V1_MESSAGES: parse_anthropic,
+    V1_RESPONSES: parse_responses,
+}
 
 
 def _go_type(endpoint: str) -> str:

@@ -140,3 +140,13 @@ class ManagementHandler(BodyHandler, ProxyHandler):
 
     async def head(self, *args: str) -> None:
         await self._pass()
+
+
+class PassThroughHandler(BodyHandler, ProxyHandler):
+    """Every path foreman does not serve itself (docs/adr/0027): to the target as it came,
+    with any method, unqueued; the answer streams back as the target sends it."""
+
+    async def _pass(self, *args: str) -> None:
+        await proxy_request(self, self.target, self.body or None, stream=True)
+
+    get = post = put = patch = delete = head = options = _pass

@@ -7,10 +7,13 @@ target's answer into the waiting handler through `HandlerCaller`.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from foreman.caller import HandlerCaller
 from foreman.config import Settings
-from foreman.handlers.base import BaseHandler, BodyHandler
+from foreman.error_shapes import NATIVE, ErrorShape
+from foreman.errors import ForemanError
+from foreman.handlers.base import BaseHandler, BodyHandler, status_of
 from foreman.job import CHAT, Submission
 from foreman.job_service import JobService
 from foreman.poller import Poller
@@ -32,9 +35,11 @@ class RootHandler(BaseHandler):
 
 
 class GenerationHandler(BodyHandler):
-    """POST /api/chat and /api/generate: a queued job with the caller attached."""
+    """POST /api/chat and /api/generate: a queued job with the caller attached. The other
+    faces' generation endpoints subclass it with their own parsing and error shape."""
 
     endpoint = CHAT
+    errors: ErrorShape = NATIVE
 
     def initialize(self, settings: Settings, jobs: JobService, poller: Poller, endpoint: str = CHAT) -> None:  # type: ignore[override]
         super().initialize(settings)
@@ -69,3 +74,13 @@ class GenerationHandler(BodyHandler):
         if self._job_id is not None:
             log.info("job=%s client disconnected", self._job_id)
             self.jobs.cancel_soon(self._job_id, "the client disconnected")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, ForemanError) or self.errors is NATIVE:
+            super().write_error(status_code, **kwargs)
+            return
+        status = status_of(exc)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(self.errors.body(exc.message, status))

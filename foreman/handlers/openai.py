@@ -10,36 +10,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from foreman.errors import ForemanError
-from foreman.handlers.base import dump, status_of
+from foreman.error_shapes import OPENAI, RESPONSES
+from foreman.handlers.base import dump
 from foreman.handlers.inventory import ProxyHandler, TagsHandler
 from foreman.handlers.ollama import GenerationHandler
 from foreman.job import Submission
 from foreman.proxy import proxy_request
-from foreman.requests import parse_openai
-
-_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
-
-
-def openai_error(message: str, status: int) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": None, "code": None}}
+from foreman.requests import parse_openai, parse_responses, parse_transcription
 
 
 class OpenAIGenerationHandler(GenerationHandler):
     """POST /v1/chat/completions and /v1/completions: queued jobs, like /api/chat."""
 
+    errors = OPENAI
+
     def submission(self) -> Submission:
         return parse_openai(self.endpoint, self.body)
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if not isinstance(exc, ForemanError):
-            super().write_error(status_code, **kwargs)
-            return
-        status = status_of(exc)
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(dump(openai_error(exc.message, status)))
+
+class ResponsesHandler(GenerationHandler):
+    """POST /v1/responses (OpenAI Responses): a queued job; its events are relayed as they come."""
+
+    errors = RESPONSES
+
+    def submission(self) -> Submission:
+        return parse_responses(self.body)
+
+
+class TranscriptionHandler(GenerationHandler):
+    """POST /v1/audio/transcriptions: a multipart body that runs a model, so a queued job."""
+
+    errors = OPENAI
+
+    def submission(self) -> Submission:
+        return parse_transcription(self.body, self.request.headers.get("Content-Type", ""))
 
 
 class ModelsHandler(TagsHandler):
