@@ -105,7 +105,7 @@ class Daemon:
                 queue_limit=lambda: settings.max_queue,
             )
         )
-        face = Face(
+        self.face = Face(
             settings=settings,
             jobs=self.jobs,
             views=self.views,
@@ -117,7 +117,7 @@ class Daemon:
             started_at=time.time(),
         )
         self.server = HTTPServer(
-            make_app(face),
+            make_app(self.face),
             max_body_size=settings.max_body + 1,  # handlers answer 413 themselves first
             idle_connection_timeout=300,  # Tornado's default is an hour
             body_timeout=300,
