@@ -31,6 +31,8 @@ setup(
             "pytest-timeout>=2.3",
             "ollama>=0.6",
             "openai>=1.40",
+            "anthropic>=0.40",
+            "langchain-ollama>=0.2",
             "standardwebhooks>=1.0",
             "ruff>=0.6",
             "mypy>=1.10",
