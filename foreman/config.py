@@ -190,6 +190,9 @@ class Settings:
         "a streaming client that accepts no bytes for this long is dropped and its job cancelled",
     )
     max_job_time: float = _setting(7200.0, parse_duration, "a job running longer is stopped and failed (0: no limit)")
+    max_wait: float = _setting(
+        0.0, parse_duration, "a job queued longer than this goes next, whatever the resident runner (0: off)"
+    )
     max_queue: int = _setting(10000, parse_positive_int, "queued jobs at most; past it submits get 503")
     webhook_secret: str | None = _setting(
         None, parse_optional_text, "if set, webhook deliveries are signed (Standard Webhooks)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from foreman.accounting import cost
 from foreman.clock import iso
 from statemachine import Change, State
 
@@ -17,6 +18,18 @@ class EventSource(NamedTuple):
     attempt: int
     error: str | None
     webhook_url: str | None
+    runner: str
+    created_at: float
+    started_at: float | None
+    working_at: float | None
+    finished_at: float | None
+    swap_reason: str | None
+    swap_from: str | None
+    load_duration: int | None
+    ran_after: int
+    jumped: int
+    eval_count: int | None
+    eval_duration: int | None
 
 
 def build_event(
@@ -34,6 +47,8 @@ def build_event(
         "attempt": job.attempt,
     }
     extra = change.extra if change else {}
+    if job.state in (State.DONE.value, State.FAILED.value, State.CANCELLED.value):
+        event.update(cost(job, ts))
     if job.state == State.DONE.value and job.webhook_url:
         event["result"] = extra.get("result")
         if extra.get("result_url"):  # the result was too large to inline (inline_artifact_max)

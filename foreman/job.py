@@ -43,6 +43,7 @@ class Submission:
     sync: bool = True
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    runner: str = ""  # the runner key (foreman/runner.py); empty: the model alone
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ class Job:
     swapped: bool | None
     load_duration: int | None
     eval_count: int | None
+    runner: str  # what the worker drains by: the model and its runner options (foreman/runner.py)
+    working_at: float | None
+    swap_reason: str | None  # model | options | evicted, when running it made the target load
+    swap_from: str | None  # the runner before the swap, if any
+    ran_after: int  # jobs of other runners the drain ran ahead of this one while it waited
+    jumped: bool  # max_wait sent it ahead of the resident runner's jobs
+    eval_duration: int | None  # the target's own, in ns
 
 
 def new_job(sub: Submission, job_id: str, ts: float) -> Job:
@@ -100,6 +108,13 @@ def new_job(sub: Submission, job_id: str, ts: float) -> Job:
         swapped=None,
         load_duration=None,
         eval_count=None,
+        runner=sub.runner or sub.model,
+        working_at=None,
+        swap_reason=None,
+        swap_from=None,
+        ran_after=0,
+        jumped=False,
+        eval_duration=None,
     )
 
 

@@ -29,6 +29,7 @@ from foreman.job import LOAD_ENDPOINT, Job
 from foreman.poller import Poller
 from foreman.requests import keep_alive_value
 from foreman.residency import Residency
+from foreman.runner import options_of_body
 from foreman.target import Exchange, TargetAborted, TargetBroken, TargetClient, TargetUnreachable
 from statemachine import TERMINAL, Change, JobFlow, State, Trigger
 
@@ -82,6 +83,7 @@ class JobRun:
         *,
         unsaved: bool = False,
         exchange: Exchange | None = None,
+        jumped: bool = False,
     ) -> None:
         self._ctx = ctx
         self.job = job
@@ -93,6 +95,10 @@ class JobRun:
         self.headers: list[tuple[str, str]] = []  # the target's, to relay
         self.cancel_reason: str | None = None
         self.timed_out = False  # stopped by max_job_time: failed, not cancelled
+        self.jumped = jumped  # max_wait sent it ahead of the resident runner's jobs
+        self.swap: tuple[str, str | None] | None = None  # (reason, the runner before) when it swapped
+        self.load_duration: int | None = None  # ns, when it loaded
+        self.loading_s = 0.0
         self.storage_fault: StorageUnavailable | None = None  # a commit failed: the worker settles it
         self._unsaved = job if unsaved else None
 
@@ -164,17 +170,33 @@ class JobRun:
     async def _execute(self) -> None:
         job, residency = self.job, self._ctx.residency
         load_duration = None
-        swapped = residency.starting(job)
-        steps: list[tuple[Trigger, Mapping[str, Any]]] = [(Trigger.LOAD, {"started_at": now()})]
-        if residency.needs_load(job):
+        needs_load = residency.needs_load(job)
+        self.swap = swap = residency.starting(job)
+        steps: list[tuple[Trigger, Mapping[str, Any]]] = [
+            (Trigger.LOAD, {"started_at": now(), "jumped": int(self.jumped)})
+        ]
+        if needs_load:
             # A model load happens between `loading` and `working`: they commit apart.
             assert self.exchange is None, "offer sends a request only when no load is due"
             if not await self._record(steps):
                 raise TargetAborted(self.cancel_reason or "the job was moved on by someone else")
             steps = []
-            load_duration = await self._load()
+            started = now()
+            load_duration = self.load_duration = await self._load()
+            self.loading_s = now() - started
             self._check_cancelled()
-        steps.append((Trigger.WORK, {"swapped": int(swapped), "load_duration": load_duration}))
+        steps.append(
+            (
+                Trigger.WORK,
+                {
+                    "swapped": int(swap is not None),
+                    "load_duration": load_duration,
+                    "swap_reason": swap[0] if swap else None,
+                    "swap_from": swap[1] if swap else None,
+                    "working_at": now(),
+                },
+            )
+        )
         # The request goes out first and `working` is committed while the target works on it;
         # no byte reaches the caller before that commit (docs/adr/0012).
         x = self.exchange
@@ -214,7 +236,13 @@ class JobRun:
         """Make the job's model resident with a load-only request on the job's own endpoint."""
         job = self.job
         keep_alive = keep_alive_value(self._ctx.settings.worker_keep_alive)
-        body = json.dumps({"model": job.model_name, "keep_alive": keep_alive}).encode()
+        load: dict[str, Any] = {"model": job.model_name, "keep_alive": keep_alive}
+        options = options_of_body(job.body)  # load the runner the job will run on (foreman/runner.py)
+        if "shift" in options:
+            load["shift"] = options.pop("shift")
+        if options:
+            load["options"] = options
+        body = json.dumps(load).encode()
         started = time.perf_counter()
         path = LOAD_ENDPOINT[job.endpoint]
         x = self.exchange = self._ctx.target.exchange("POST", path, body, _headers(self.caller))
@@ -290,7 +318,12 @@ class JobRun:
         )
         await self.flow.move(
             Trigger.FINISH,
-            fields={"finished_at": now(), "status": 200, "eval_count": outcome.eval_count},
+            fields={
+                "finished_at": now(),
+                "status": 200,
+                "eval_count": outcome.eval_count,
+                "eval_duration": _int_or_none((outcome.result or {}).get("eval_duration")),
+            },
             extra={"artifacts": outcome.artifacts, "artifact_refs": refs, **shown},
         )
 
@@ -369,3 +402,7 @@ class JobRun:
 def _headers(caller: Caller | None) -> dict[str, str]:
     """What goes upstream with a job's requests: its caller's headers, fit to forward."""
     return caller.upstream_headers if caller is not None else _JOB_HEADERS
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

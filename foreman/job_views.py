@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any, Protocol
 
+from foreman.accounting import cost
 from foreman.assemble import artifact_ref, result_fields
 from foreman.clock import iso, now
 from foreman.job import Job
@@ -35,13 +36,23 @@ class WorkerState(Protocol):
     def resident(self) -> str | None: ...
 
     @property
+    def resident_runner(self) -> str | None: ...
+
+    @property
     def swaps(self) -> int: ...
+
+    @property
+    def swaps_by_reason(self) -> dict[str, int]: ...
+
+    @property
+    def loading_share(self) -> float | None: ...
 
 
 def drain_order(queued: list[tuple[str, str]], resident: str | None) -> list[str]:
-    """The order the worker will take queued jobs (ids) in: drain-by-model from `resident`.
+    """The order the worker will take queued jobs (ids) in: drain-by-runner from `resident`
+    (docs/adr/0029; `max_wait` jumps are not foreseen).
 
-    `queued` is (id, model) in arrival order. Jobs waiting out a retry backoff are counted
+    `queued` is (id, runner) in arrival order. Jobs waiting out a retry backoff are counted
     where they stand, as if runnable: a position is a forecast, not a promise.
     """
     by_model: dict[str, deque[str]] = defaultdict(deque)
@@ -94,6 +105,14 @@ class JobViews:
         return self._worker.swaps
 
     @property
+    def swaps_by_reason(self) -> dict[str, int]:
+        return self._worker.swaps_by_reason
+
+    @property
+    def loading_share(self) -> float | None:
+        return self._worker.loading_share
+
+    @property
     def storage(self) -> StorageHealth:
         return self._store.health
 
@@ -121,11 +140,12 @@ class JobViews:
         }
         if job.webhook_url:
             view["state_webhook_url"] = job.webhook_url
+        view.update(cost(job))  # timings, swap, ran_after, jumped; eval_count and tokens_per_s when done
         running = self._worker.running
         if job.state == State.QUEUED.value and detail:
             # The model the worker runs now is the one its queue drains next.
-            resident = running.job.model if running is not None else self._worker.resident
-            order = drain_order(await self._store.queued_models(), resident)
+            resident = running.job.runner if running is not None else self._worker.resident_runner
+            order = drain_order(await self._store.queued_runners(), resident)
             view["queue_position"] = order.index(job.id) + 1 if job.id in order else None
         if running is not None and running.job.id == job.id and job.state in (State.LOADING.value, State.WORKING.value):
             view["progress"] = {

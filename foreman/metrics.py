@@ -60,6 +60,20 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.jobs = Gauge("foreman_jobs", "Jobs not finished, by state", ["state"], registry=self.registry)
         self.queue_depth = Gauge("foreman_queue_depth", "Queued jobs, by model", ["model"], registry=self.registry)
+        self.swaps = Counter(
+            "foreman_swaps",
+            "Loads the worker paid for, by reason (model, options, evicted)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("model", "options", "evicted"):
+            self.swaps.labels(reason)
+        self.load_time = Histogram(
+            "foreman_load_duration_seconds",
+            "How long the target took to load a model for a job",
+            buckets=_JOB_BUCKETS,
+            registry=self.registry,
+        )
         self.transitions = Counter(
             "foreman_job_transitions", "Job state changes, by the state entered", ["state"], registry=self.registry
         )

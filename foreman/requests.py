@@ -30,6 +30,7 @@ from foreman.job import (
     Submission,
     model_key,
 )
+from foreman.runner import runner_key, runner_options
 
 _GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
 
@@ -90,6 +91,7 @@ def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = N
         stream=data.get("stream") is not False,
         body=body,
         sync=sync,
+        runner=runner_key(model_key(model), runner_options(data)),
     )
 
 
@@ -221,6 +223,7 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
         sync=False,
         webhook_url=webhook or None,
         idempotency_key=idempotency_key,
+        runner=runner_key(model_key(model), runner_options(data) if endpoint in (CHAT, GENERATE) else {}),
     )
 
 

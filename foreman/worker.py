@@ -24,7 +24,7 @@ from foreman.job import Job
 from foreman.job_run import JobRun, RunContext, job_request
 from foreman.metrics import Metrics
 from foreman.poller import Poller
-from foreman.residency import Residency
+from foreman.residency import SWAP_REASONS, Residency
 from foreman.store import JobsTable
 from foreman.target import Exchange, TargetClient
 from statemachine import TERMINAL, Lifecycle, State, Trigger
@@ -86,6 +86,9 @@ class Worker:
     ) -> None:
         self._store = store
         self._max_job_time = settings.max_job_time
+        self._max_wait = settings.max_wait
+        self._loading_s = 0.0  # time spent loading models, since start
+        self._busy_s = 0.0  # time spent running jobs, since start
         self._target = target
         self._poller = poller
         self._lifecycle = lifecycle
@@ -107,8 +110,21 @@ class Worker:
         return self.residency.model
 
     @property
+    def resident_runner(self) -> str | None:
+        return self.residency.runner
+
+    @property
     def swaps(self) -> int:
         return self.residency.swaps
+
+    @property
+    def swaps_by_reason(self) -> dict[str, int]:
+        return {reason: self.residency.swaps_by_reason[reason] for reason in SWAP_REASONS}
+
+    @property
+    def loading_share(self) -> float | None:
+        """The share of the worker's busy time spent loading models, since start."""
+        return round(self._loading_s / self._busy_s, 4) if self._busy_s > 0 else None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
@@ -147,10 +163,11 @@ class Worker:
         if wakeup.stale:
             wakeup.stale = False
             wakeup.event.clear()  # before looking, so a poke during the look is not lost
-            job = await self._store.next_queued(self.residency.check(), now())
+            self.residency.check()
+            job, jumped = await self._next()
             if job is not None:
                 wakeup.stale = True  # there may be more
-                await self._run(job, self._callers.get(job.id))
+                await self._run(job, self._callers.get(job.id), jumped=jumped)
                 return True
             self._next_wakeup = await self._store.next_wakeup()
         await self._idle()
@@ -159,6 +176,18 @@ class Worker:
             return False
         await self._run(offer.job, offer.caller, unsaved=True, exchange=offer.exchange)
         return True
+
+    async def _next(self) -> tuple[Job | None, bool]:
+        """The next job by drain-by-runner (docs/adr/0029), and whether `max_wait` sent it
+        ahead of the resident runner's jobs."""
+        at = now()
+        compatible = self.residency.compatible()
+        if self._max_wait > 0:
+            waited = await self._store.oldest_waiting(at - self._max_wait, at)
+            if waited is not None and waited.runner not in compatible:
+                log.info("job=%s waited over max_wait: it goes next, ahead of the resident runner", waited.id)
+                return waited, True
+        return await self._store.next_queued(compatible, at), False
 
     def offer(self, job: Job, caller: Caller | None) -> bool:
         """Take a new job at once if idle with nothing runnable queued (docs/adr/0012).
@@ -199,7 +228,13 @@ class Worker:
             self._wakeup.event.clear()  # consumed: `stale` and `_offer` carry what it meant
 
     async def _run(
-        self, job: Job, caller: Caller | None, *, unsaved: bool = False, exchange: Exchange | None = None
+        self,
+        job: Job,
+        caller: Caller | None,
+        *,
+        unsaved: bool = False,
+        exchange: Exchange | None = None,
+        jumped: bool = False,
     ) -> None:
         with self._lifecycle.flow(job.id, State.QUEUED) as flow:
             if job.sync and caller is None:
@@ -207,7 +242,7 @@ class Worker:
                     exchange.abort()
                 await flow.move(Trigger.FAIL, fields={"error": "interrupted: its caller is gone", "finished_at": now()})
                 return
-            run = JobRun(self._ctx, job, flow, caller, unsaved=unsaved, exchange=exchange)
+            run = JobRun(self._ctx, job, flow, caller, unsaved=unsaved, exchange=exchange, jumped=jumped)
             self.running = run
             self._metrics.queue_wait.observe(max(0.0, run.started - job.created_at))
             limit = self._max_job_time
@@ -218,6 +253,7 @@ class Worker:
                 if timer is not None:
                     timer.cancel()
                 self.running = None
+                self._account(run)
                 if flow.current in TERMINAL or (caller is not None and caller.answered):
                     self._callers.pop(job.id)
                     self._metrics.job_duration.labels(job.endpoint, flow.state).observe(now() - run.started)
@@ -225,6 +261,14 @@ class Worker:
             await self._after_storage_fault(job, run.storage_fault)
         else:
             self._storage_pause = _STORAGE_PAUSE_FIRST
+
+    def _account(self, run: JobRun) -> None:
+        self._busy_s += now() - run.started
+        self._loading_s += run.loading_s
+        if run.swap is not None:
+            self._metrics.swaps.labels(run.swap[0]).inc()
+            if run.load_duration:
+                self._metrics.load_time.observe(run.load_duration / 1e9)
 
     async def _after_storage_fault(self, job: Job, fault: StorageUnavailable) -> None:
         """A commit of `job` failed for the storage's sake: pause (nothing is sent to the target

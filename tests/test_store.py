@@ -140,9 +140,9 @@ async def test_next_job_drains_the_resident_model_first(store: Store) -> None:
     a1 = await add(store, "a")
     b1 = await add(store, "b")
     await add(store, "a")
-    assert (await store.jobs.next_queued(None, 1e12)).id == a1.id  # type: ignore[union-attr]
-    assert (await store.jobs.next_queued("b:latest", 1e12)).id == b1.id  # type: ignore[union-attr]
-    assert (await store.jobs.next_queued("c:latest", 1e12)).id == a1.id  # type: ignore[union-attr]
+    assert (await store.jobs.next_queued([], 1e12)).id == a1.id  # type: ignore[union-attr]
+    assert (await store.jobs.next_queued(["b:latest"], 1e12)).id == b1.id  # type: ignore[union-attr]
+    assert (await store.jobs.next_queued(["c:latest"], 1e12)).id == a1.id  # type: ignore[union-attr]
 
 
 async def test_backed_off_jobs_wait(store: Store) -> None:
@@ -150,8 +150,8 @@ async def test_backed_off_jobs_wait(store: Store) -> None:
     with Lifecycle(StoreSink(store)).flow(job.id, State.QUEUED) as flow:
         await flow.move(Trigger.LOAD)
         await flow.move(Trigger.REQUEUE, fields={"attempt": 2, "not_before": 5000.0})
-    assert await store.jobs.next_queued(None, 4999.0) is None
-    assert (await store.jobs.next_queued(None, 5000.0)).attempt == 2  # type: ignore[union-attr]
+    assert await store.jobs.next_queued([], 4999.0) is None
+    assert (await store.jobs.next_queued([], 5000.0)).attempt == 2  # type: ignore[union-attr]
     assert await store.jobs.next_wakeup() == 5000.0
 
 
@@ -159,17 +159,17 @@ async def test_next_job_uses_the_queue_indexes_with_100k_rows(store: Store, tmp_
     conn = sqlite3.connect(tmp_path / "t.db")
     states = ["done"] * 9 + ["queued"]
     conn.executemany(
-        "INSERT INTO jobs (id, state, model, model_name, endpoint, kind, sync, stream, body, created_at,"
-        " updated_at) VALUES (?, ?, ?, 'm', '/api/chat', 'generate', 0, 0, x'7b7d', 0, 0)",
-        ((f"j{i:07d}", states[i % 10], f"m{i % 7}:latest") for i in range(100_000)),
+        "INSERT INTO jobs (id, state, model, runner, model_name, endpoint, kind, sync, stream, body, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, 'm', '/api/chat', 'generate', 0, 0, x'7b7d', 0, 0)",
+        ((f"j{i:07d}", states[i % 10], f"m{i % 7}:latest", f"m{i % 7}:latest") for i in range(100_000)),
     )
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()
     plan = " | ".join(await store.jobs.next_queued_plan())
-    assert "USING INDEX jobs_queued_model" in plan and "USING INDEX jobs_queued " in plan + " "
+    assert "USING INDEX jobs_queued_runner" in plan and "USING INDEX jobs_queued " in plan + " "
     assert "TEMP B-TREE" not in plan  # no sort of the queue
-    job = await store.jobs.next_queued("m3:latest", 1e12)
+    job = await store.jobs.next_queued(["m3:latest"], 1e12)
     assert job is not None and job.model == "m3:latest" and job.state == "queued"
 
 

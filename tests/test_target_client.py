@@ -316,8 +316,9 @@ async def test_bytes_after_a_complete_answer_end_the_connection() -> None:
         while True:
             await server.read_request(reader)
             # The whole answer, then a second one nobody asked for, in one write.
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+            )
 
     async with RawServer(serve) as server:
         c = client(server.url)

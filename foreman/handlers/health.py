@@ -41,6 +41,8 @@ class HealthHandler(BaseHandler):
                 "resident_model": views.resident,
                 "embed_model": self.config.embed_model,
                 "swaps": views.swaps,
+                "swaps_by_reason": views.swaps_by_reason,
+                "loading_share": views.loading_share,
                 "queue": await views.counts(),
                 "max_queue": self.config.max_queue,
                 "queue_by_model": dict(await views.queued_by_model()),

@@ -21,21 +21,35 @@ from statemachine import Change, State
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
 # Picking the next job walks a partial index of queued rows in arrival order (schema.py).
-_NEXT_FOR_MODEL = (
-    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued_model"
-    " WHERE state = 'queued' AND model = :model AND not_before <= :at ORDER BY seq LIMIT 1"
+_NEXT_FOR_RUNNER = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued_runner"
+    " WHERE state = 'queued' AND runner = :runner AND not_before <= :at ORDER BY seq LIMIT 1"
+)
+_OLDEST_WAITING = (
+    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued"
+    " WHERE state = 'queued' AND not_before <= :at AND created_at <= :cutoff ORDER BY seq LIMIT 1"
 )
 _NEXT_ANY = (
     f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued"
     " WHERE state = 'queued' AND not_before <= :at ORDER BY seq LIMIT 1"
 )
 _UPDATABLE = frozenset(
-    {"attempt", "not_before", "started_at", "finished_at", "status", "error", "swapped", "load_duration", "eval_count"}
+    {
+        *("attempt", "not_before", "started_at", "finished_at", "status", "error"),
+        *("swapped", "load_duration", "eval_count", "working_at", "swap_reason", "swap_from", "jumped"),
+        "eval_duration",
+    }
+)
+# A job the worker starts overtakes the older queued jobs of other runners (docs/adr/0029).
+_OVERTAKEN = (
+    "UPDATE jobs SET ran_after = ran_after + 1 WHERE state = 'queued' AND runner != :runner"
+    " AND seq < (SELECT seq FROM jobs WHERE id = :id)"
 )
 
 # Builds the webhook/outbox payload of a transition from the job as updated.
 EventBuilder = Callable[[EventSource, str, "State | None", Change | None, float], dict[str, Any]]
 _EVENT_SOURCE = ", ".join(EventSource._fields)
+_RUNNER_AT = EventSource._fields.index("runner")
 _job_values = attrgetter(*_JOB_FIELDS[1:])  # every column but seq, in order (astuple deep-copies)
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_FIELDS[1:])}) VALUES ({', '.join('?' * (len(_JOB_FIELDS) - 1))})"
 _INSERT_EVENT = (
@@ -67,7 +81,7 @@ class ArtifactHead:
 
 def _job(row: Iterable[Any]) -> Job:
     values = dict(zip(_JOB_FIELDS, row, strict=True))
-    for flag in ("sync", "stream", "swapped"):  # stored as integers
+    for flag in ("sync", "stream", "swapped", "jumped"):  # stored as integers
         if values[flag] is not None:
             values[flag] = bool(values[flag])
     return Job(**values)
@@ -152,7 +166,7 @@ class JobsTable:
         fold into one insert instead of an insert and an update each.
         """
         row = {name: getattr(new, name) for name in _JOB_FIELDS[1:]}
-        source = EventSource(new.id, new.state, new.model, new.attempt, new.error, new.webhook_url)
+        source = EventSource(**{name: row[name] for name in EventSource._fields})
         events = [self._event_row(source, None, None, new.created_at)]
         for change in changes:
             unknown = set(change.fields) - _UPDATABLE
@@ -162,7 +176,7 @@ class JobsTable:
                 raise _StaleBatch
             ts = now()
             row.update(change.fields, state=change.dest.value, updated_at=ts)
-            source = source._replace(state=row["state"], attempt=row["attempt"], error=row["error"])
+            source = EventSource(**{name: row[name] for name in EventSource._fields})
             events.append(self._event_row(source, change.source, change, ts))
         db.execute(_INSERT_JOB, tuple(row.values()))
         for change in changes:
@@ -182,6 +196,8 @@ class JobsTable:
         ).fetchone()
         if row is None:
             return False
+        if change.dest is State.LOADING:
+            db.execute(_OVERTAKEN, {"runner": row[_RUNNER_AT], "id": change.job_id})
         self._insert_artifacts(db, change)
         db.execute(_INSERT_EVENT, self._event_row(EventSource(*row), change.source, change, ts))
         return True
@@ -208,17 +224,28 @@ class JobsTable:
         rows = await self._db.read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(next(iter(rows))) if rows else None
 
-    async def next_queued(self, model: str | None, at: float) -> Job | None:
-        """The oldest runnable queued job for `model` if any, else the oldest overall.
+    async def next_queued(self, runners: Sequence[str], at: float) -> Job | None:
+        """The oldest runnable queued job of the resident runner (any key in `runners`) if any,
+        else the oldest overall.
 
-        Drain-by-model: the resident model's queue empties before a swap is paid.
-        Both lookups walk a partial index of queued rows in arrival order.
+        Drain-by-runner: the resident runner's queue empties before a swap is paid
+        (docs/adr/0029). Each lookup walks a partial index of queued rows in arrival order.
         """
-        if model is not None:
-            rows = await self._db.read(_NEXT_FOR_MODEL, {"model": model, "at": at})
+        best: Job | None = None
+        for runner in runners:
+            rows = await self._db.read(_NEXT_FOR_RUNNER, {"runner": runner, "at": at})
             if rows:
-                return _job(next(iter(rows)))
+                job = _job(next(iter(rows)))
+                if best is None or job.seq < best.seq:
+                    best = job
+        if best is not None:
+            return best
         rows = await self._db.read(_NEXT_ANY, {"at": at})
+        return _job(next(iter(rows))) if rows else None
+
+    async def oldest_waiting(self, cutoff: float, at: float) -> Job | None:
+        """The oldest runnable queued job created at or before `cutoff` (max_wait), if any."""
+        rows = await self._db.read(_OLDEST_WAITING, {"cutoff": cutoff, "at": at})
         return _job(next(iter(rows))) if rows else None
 
     async def next_wakeup(self) -> float | None:
@@ -265,10 +292,10 @@ class JobsTable:
         )
         return [(str(r[0]), int(r[1])) for r in rows]
 
-    async def queued_models(self) -> list[tuple[str, str]]:
-        """(id, model) of every queued job, in arrival order (for queue positions)."""
+    async def queued_runners(self) -> list[tuple[str, str]]:
+        """(id, runner) of every queued job, in arrival order (for queue positions)."""
         rows = await self._db.read(
-            "SELECT id, model FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq"
+            "SELECT id, runner FROM jobs INDEXED BY jobs_queued WHERE state = 'queued' ORDER BY seq"
         )
         return [(str(r[0]), str(r[1])) for r in rows]
 
@@ -301,7 +328,7 @@ class JobsTable:
     async def next_queued_plan(self) -> list[str]:
         """EXPLAIN QUERY PLAN of both next-job lookups, for the test that guards the indexes."""
         plan: list[str] = []
-        for sql in (_NEXT_FOR_MODEL, _NEXT_ANY):
-            rows = await self._db.read("EXPLAIN QUERY PLAN " + sql, {"model": "", "at": 0.0})
+        for sql in (_NEXT_FOR_RUNNER, _NEXT_ANY, _OLDEST_WAITING):
+            rows = await self._db.read("EXPLAIN QUERY PLAN " + sql, {"runner": "", "at": 0.0, "cutoff": 0.0})
             plan.extend(str(r[-1]) for r in rows)
         return plan

@@ -68,6 +68,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_due ON events(job_id, seq)
         WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL;
     """,
+    # 2: drain by runner (docs/adr/0029), and what each job cost.
+    """
+    ALTER TABLE jobs ADD COLUMN runner TEXT NOT NULL DEFAULT '';  -- model plus runner options
+    UPDATE jobs SET runner = model WHERE runner = '';
+    ALTER TABLE jobs ADD COLUMN working_at REAL;
+    ALTER TABLE jobs ADD COLUMN swap_reason TEXT;     -- model | options | evicted
+    ALTER TABLE jobs ADD COLUMN swap_from TEXT;       -- the runner before the swap
+    ALTER TABLE jobs ADD COLUMN ran_after INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN jumped INTEGER NOT NULL DEFAULT 0;  -- max_wait sent it ahead
+    ALTER TABLE jobs ADD COLUMN eval_duration INTEGER;
+    CREATE INDEX jobs_queued_runner ON jobs(runner, seq) WHERE state = 'queued';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
