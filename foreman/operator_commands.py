@@ -209,6 +209,12 @@ def render_status(report: dict[str, Any]) -> str:
         f"swaps      {health.get('swaps', 0)} since start, resident worker model "
         f"{health.get('resident_model') or 'none'}"
     )
+    reasons = health.get("swaps_by_reason") or {}
+    share = health.get("loading_share")
+    if reasons or share is not None:
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.items())
+        loading = "n/a" if share is None else f"{share * 100:.1f}%"
+        lines.append(f"           by reason: {by_reason or 'none'}; time spent loading {loading} of busy time")
     jobs = report.get("last_jobs")
     if jobs:
         for i, job in enumerate(jobs):

@@ -43,6 +43,7 @@ async def test_status_healthy_with_the_human_view_and_json(foreman: Daemon, http
     assert code == 0, out
     assert out.startswith(f"foreman {foreman.url}  ok")
     assert "llama3.2:latest" in out and "installed  3 models" in out and "last jobs" in out
+    assert "by reason: model 1, options 0, evicted 0; time spent loading" in out
     code, out, _ = await cli("status", "--json", FOREMAN_URL=foreman.url)  # the URL from the environment
     report = json.loads(out)
     assert code == 0 and report["health"]["degraded"] is False and report["last_jobs"][0]["state"] == "done"
