@@ -80,9 +80,10 @@ def assemble(endpoint: str, raw: bytes) -> Outcome:
     objects = _objects(raw)
     if not objects:
         return Outcome(error="the target sent no response")
-    for obj in objects:
-        if (error := _error(obj)) is not None:
-            return Outcome(error=error)
+    if b'"error"' in raw:  # one scan of the bytes spares a look at every object of a long answer
+        for obj in objects:
+            if (error := _error(obj)) is not None:
+                return Outcome(error=error)
     if endpoint.startswith("/v1/"):
         return _openai(objects, chat=endpoint.endswith("/chat/completions"))
 
