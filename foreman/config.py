@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from foreman.browser import parse_origins
 from foreman.errors import ConfigError
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_*]([A-Za-z0-9_.*-]*[A-Za-z0-9_])?")  # "_": Compose service names
@@ -200,6 +201,11 @@ class Settings:
     max_body: int = _setting(64 * 1024**2, parse_size, "largest request body accepted; larger: 413")
     allow_model_management: bool = _setting(
         False, parse_bool, "pass pull/delete/create/copy/push through to the target"
+    )
+    origins: tuple[str, ...] = _setting(
+        (),
+        parse_origins,
+        "browser origins allowed besides Ollama's defaults, as OLLAMA_ORIGINS (comma-separated in env; * wildcards)",
     )
 
     @property

@@ -109,6 +109,7 @@ class Daemon:
             webhooks=self.webhooks,
             metrics=self.metrics,
             started_at=time.time(),
+            listen_host=str(sockets[0].getsockname()[0]),
         )
         self.server = HTTPServer(
             make_app(face),
