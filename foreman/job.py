@@ -30,6 +30,7 @@ class Submission:
     sync: bool = True
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    body_sha256: str | None = None  # of the request as sent, kept with an idempotency key
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Job:
     swapped: bool | None
     load_duration: int | None
     eval_count: int | None
+    body_sha256: str | None
 
 
 def new_job(sub: Submission, job_id: str, ts: float) -> Job:
@@ -87,6 +89,7 @@ def new_job(sub: Submission, job_id: str, ts: float) -> Job:
         swapped=None,
         load_duration=None,
         eval_count=None,
+        body_sha256=sub.body_sha256,
     )
 
 

@@ -7,6 +7,7 @@ Ollama's status codes and texts (docs/wire.md sections 0 and 5).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -105,7 +106,8 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
 
     Nobody reads a job's answer as it streams, so foreman re-encodes this body: without its
     own field, with `stream: true` (progress is counted as lines arrive; the whole result is
-    collected either way) and with `keep_alive` when the body names none.
+    collected either way) and with `keep_alive` when the body names none. With an idempotency
+    key, the digest of the body as sent goes with it: a retry must send the same bytes.
     """
     data = decode_body(body, _go_type(CHAT))
     endpoint = GENERATE if "prompt" in data and "messages" not in data else CHAT
@@ -127,6 +129,7 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
         sync=False,
         webhook_url=webhook or None,
         idempotency_key=idempotency_key,
+        body_sha256=hashlib.sha256(body).hexdigest() if idempotency_key is not None else None,
     )
 
 

@@ -31,6 +31,7 @@ from foreman.errors import (
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
+    Unprocessable,
 )
 
 _JSON = "application/json; charset=utf-8"
@@ -43,6 +44,7 @@ STATUS: dict[type[ForemanError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    Unprocessable: 422,
     BadGateway: 502,
     Unavailable: 503,
 }

@@ -68,6 +68,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_due ON events(job_id, seq)
         WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL;
     """,
+    # 2: the digest of the body an Idempotency-Key was first sent with: the same key with another
+    # body is refused (422). Keys stored before have none, and keep returning their job.
+    """
+    ALTER TABLE jobs ADD COLUMN body_sha256 TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
