@@ -14,7 +14,7 @@ from tornado.netutil import bind_sockets
 
 from foreman.app import Face, make_app
 from foreman.caller import Callers
-from foreman.config import Settings
+from foreman.config import Settings, redacted
 from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
@@ -160,7 +160,7 @@ class Daemon:
         daemon.sweeper.start()
         if run_worker:
             daemon.worker.start()
-        log.info("foreman listening on %s, target %s", daemon.url, settings.ollama_url)
+        log.info("foreman listening on %s, target %s", daemon.url, redacted(settings.ollama_url))
         return daemon
 
     async def stop(self) -> None:
