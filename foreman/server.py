@@ -62,7 +62,12 @@ class Daemon:
         )
         self.poller = Poller(self.target, settings.poll_interval)
         self.metrics = Metrics()
-        self.webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
+        self.webhooks = WebhookClient(
+            allow=settings.webhook_allow,
+            secret=settings.webhook_secret,
+            own=[(str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in sockets],
+            target_url=settings.ollama_url,
+        )
         self.deliverer = Deliverer(settings, store.outbox, self.webhooks)
         wakeup = Wakeup()
         self.recorder = Recorder(store.jobs, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
