@@ -1,16 +1,24 @@
-"""The route table and the Tornado application (`make_app`): each handler gets what it uses."""
+"""The route table and the Tornado application (`make_app`): each handler gets what it uses.
+
+The browser boundary (`foreman/browser.py`) stands in front of the routes: a request it
+stops is answered before a route is even looked up, so it holds for every path and
+method, the token check and every handler included.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tornado.httputil import HTTPServerRequest
 from tornado.log import access_log
 from tornado.web import Application, RequestHandler
 
+from foreman.browser import Boundary
 from foreman.config import Settings
 from foreman.handlers.anthropic import MessagesHandler
+from foreman.handlers.base import BoundaryHandler, first_origin
 from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import (
@@ -39,6 +47,9 @@ from foreman.routes import OLLAMA_ROUTES, Route, tornado_pattern
 from foreman.target import TargetClient
 from foreman.webhook_client import WebhookClient
 
+if TYPE_CHECKING:
+    from tornado.web import _HandlerDelegate
+
 
 @dataclass(frozen=True)
 class Face:
@@ -53,6 +64,18 @@ class Face:
     webhooks: WebhookClient
     metrics: Metrics
     started_at: float
+    listen_host: str  # the address the server is bound to (the Host check applies on loopback)
+
+
+class ForemanApplication(Application):
+    """Tornado's application with the browser boundary in front of its routes."""
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> _HandlerDelegate:
+        boundary: Boundary = self.settings["boundary"]
+        verdict = boundary.judge(request.method or "", request.host, first_origin(request))
+        if verdict.status is not None:
+            return self.get_handler_delegate(request, BoundaryHandler, {"verdict": verdict})
+        return super().find_handler(request, **kwargs)
 
 
 def make_app(face: Face) -> Application:
@@ -105,8 +128,9 @@ def make_app(face: Face) -> Application:
         (r"/jobs/([0-9A-Za-z]+)", JobHandler, job_api),
         (r"/jobs/([0-9A-Za-z]+)/artifacts/([\w.-]+)", ArtifactHandler, job_api),
     ]
-    return Application(
+    return ForemanApplication(
         routes,
+        boundary=Boundary(face.settings.origins, face.listen_host),
         default_handler_class=PassThroughHandler,  # unknown paths: the target's answer (docs/adr/0027)
         default_handler_args=proxy,
         compress_response=False,  # Ollama never compresses
@@ -119,8 +143,8 @@ def log_request(handler: RequestHandler, metrics: Metrics) -> None:
     """The access log line, with the job id (formatted only when the level is enabled); and
     the request's duration for /metrics."""
     status = handler.get_status()
-    metrics.request_duration.labels(type(handler).__name__, handler.request.method or "", str(status)).observe(
-        handler.request.request_time()
+    metrics.observe_request(
+        type(handler).__name__, handler.request.method or "", status, handler.request.request_time()
     )
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):

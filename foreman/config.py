@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from foreman.browser import parse_origins
 from foreman.errors import ConfigError
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_*]([A-Za-z0-9_.*-]*[A-Za-z0-9_])?")  # "_": Compose service names
@@ -112,12 +113,25 @@ def parse_url(value: Any) -> str:
     text = str(value).strip().rstrip("/")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL such as http://mac.tail:11434")
+        raise ValueError(f"{redacted(text)!r} is not an http(s) URL such as http://mac.tail:11434")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise ValueError(f"{value!r} has an invalid port") from None
+        raise ValueError(f"{redacted(text)!r} has an invalid port") from None
     return text
+
+
+def redacted(url: str) -> str:
+    """A URL as foreman shows it (health, logs, errors): credentials become `***`.
+
+    `ollama_url` may carry them for a target behind an authenticating proxy.
+    """
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    _userinfo, at, hostport = authority.rpartition("@")
+    if not sep or not at:
+        return url
+    return f"{scheme}://***@{hostport}{slash}{path}"
 
 
 def parse_listen(value: Any) -> str:
@@ -210,6 +224,11 @@ class Settings:
     max_body: int = _setting(64 * 1024**2, parse_size, "largest request body accepted; larger: 413")
     allow_model_management: bool = _setting(
         False, parse_bool, "pass pull/delete/create/copy/push through to the target"
+    )
+    origins: tuple[str, ...] = _setting(
+        (),
+        parse_origins,
+        "browser origins allowed besides Ollama's defaults, as OLLAMA_ORIGINS (comma-separated in env; * wildcards)",
     )
 
     @property

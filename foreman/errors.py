@@ -41,6 +41,10 @@ class Conflict(ForemanError):
     """conflict"""
 
 
+class Unprocessable(ForemanError):
+    """the request cannot be processed as sent"""
+
+
 class PayloadTooLarge(ForemanError):
     """request body too large"""
 

@@ -22,6 +22,9 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 _HIGH_WATER = 256 * 1024  # answer bytes buffered before reading from the target pauses
+# The most a status line and headers may take (Go's http.DefaultMaxHeaderBytes is 1 MiB, nginx's
+# default is 8 KiB per line): past it the answer is broken, not buffered without end.
+MAX_HEAD = 64 * 1024
 
 
 class ConnectFailed(Exception):
@@ -47,6 +50,8 @@ class Connection(asyncio.Protocol):
         self._head: asyncio.Future[None] = self._loop.create_future()
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self._head_received = 0  # bytes received while the answer's head was not yet whole
+        self._header_bytes = 0  # the answer's header lines so far (1xx answers' included)
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -112,11 +117,18 @@ class Connection(asyncio.Protocol):
         if self.complete:  # bytes nobody asked for: the connection is not in a known state
             self.close()
             return
+        heading = not self._head.done()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(ConnectionBroke(f"malformed answer from the target: {exc}"))
             self.close()  # the answer so far stays readable if it was complete
+            return
+        if heading and not self._head.done():  # still no whole head: every byte so far is head
+            self._head_received += len(data)
+            if self._head_received > MAX_HEAD:
+                self._head_too_large()
+                self.close()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -136,6 +148,10 @@ class Connection(asyncio.Protocol):
             raise ConnectionBroke("the target sent an answer nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._header_bytes > MAX_HEAD:
+            self._head_too_large()
+            raise ConnectionBroke("answer head too large")  # stops the parser; feed_data raises
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -168,6 +184,9 @@ class Connection(asyncio.Protocol):
             return
         self.complete = True
         self._wake()
+
+    def _head_too_large(self) -> None:
+        self._fail(ConnectionBroke(f"the target's answer headers exceed {MAX_HEAD // 1024} KiB"))
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

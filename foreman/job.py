@@ -44,6 +44,7 @@ class Submission:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     runner: str = ""  # the runner key (foreman/runner.py); empty: the model alone
+    body_sha256: str | None = None  # of the request as sent, kept with an idempotency key
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Job:
     ran_after: int  # jobs of other runners the drain ran ahead of this one while it waited
     jumped: bool  # max_wait sent it ahead of the resident runner's jobs
     eval_duration: int | None  # the target's own, in ns
+    body_sha256: str | None
 
 
 def new_job(sub: Submission, job_id: str, ts: float) -> Job:
@@ -115,6 +117,7 @@ def new_job(sub: Submission, job_id: str, ts: float) -> Job:
         ran_after=0,
         jumped=False,
         eval_duration=None,
+        body_sha256=sub.body_sha256,
     )
 
 

@@ -16,6 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# The `method` label of request metrics: anything else counts as "other", so invented methods
+# cannot grow the scrape (one series per method sent).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -98,6 +101,10 @@ class Metrics:
             registry=self.registry,
         )
         self._live_bound = False
+
+    def observe_request(self, handler: str, method: str, status: int, seconds: float) -> None:
+        label = method if method in _METHODS else "other"
+        self.request_duration.labels(handler, label, str(status)).observe(seconds)
 
     def watch(self, live: LiveValues) -> None:
         """Read `live` at each scrape (once the components it reads exist)."""

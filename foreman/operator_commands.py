@@ -16,7 +16,9 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime
-from typing import Any
+from http.client import HTTPMessage
+from typing import IO, Any
+from urllib.parse import urlsplit
 
 from foreman.signing import verify_delivery
 
@@ -33,20 +35,41 @@ class Unreachable(Exception):
     """foreman did not answer."""
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class _TokenStaysHome(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed as urllib follows them, but the token goes on only to the same
+    origin (scheme, host, port): a redirect elsewhere, a proxy's login page or a hostile
+    server, never receives it. (urllib copies every ordinary header onto a redirect.)"""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        token = req.unredirected_hdrs.get("Authorization")
+        if new is not None and token and _origin(newurl) == _origin(req.full_url):
+            new.add_unredirected_header("Authorization", token)
+        return new
+
+
 class Client:
     def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_TokenStaysHome)
 
     def call(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+            with self._opener.open(request, timeout=self.timeout) as resp:
                 return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())

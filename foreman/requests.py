@@ -7,6 +7,7 @@ Ollama's status codes and texts (docs/wire.md sections 0 and 5).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -224,6 +225,7 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
         webhook_url=webhook or None,
         idempotency_key=idempotency_key,
         runner=runner_key(model_key(model), runner_options(data) if endpoint in (CHAT, GENERATE) else {}),
+        body_sha256=hashlib.sha256(body).hexdigest() if idempotency_key is not None else None,
     )
 
 

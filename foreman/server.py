@@ -15,7 +15,7 @@ from tornado.netutil import bind_sockets
 
 from foreman.app import Face, make_app
 from foreman.caller import Callers
-from foreman.config import Settings
+from foreman.config import Settings, redacted
 from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
@@ -65,7 +65,12 @@ class Daemon:
         # A database file deleted or replaced under foreman is noticed within a poll interval.
         self.storage_watch = PeriodicCallback(store.db.health.check_file, settings.poll_interval * 1000)
         self.metrics = Metrics()
-        self.webhooks = WebhookClient(allow=settings.webhook_allow, secret=settings.webhook_secret)
+        self.webhooks = WebhookClient(
+            allow=settings.webhook_allow,
+            secret=settings.webhook_secret,
+            own=[(str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in sockets],
+            target_url=settings.ollama_url,
+        )
         self.deliverer = Deliverer(settings, store.outbox, self.webhooks)
         wakeup = Wakeup()
         self.recorder = Recorder(store.jobs, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
@@ -115,6 +120,7 @@ class Daemon:
             webhooks=self.webhooks,
             metrics=self.metrics,
             started_at=time.time(),
+            listen_host=str(sockets[0].getsockname()[0]),
         )
         self.server = HTTPServer(
             make_app(self.face),
@@ -166,7 +172,7 @@ class Daemon:
         daemon.sweeper.start()
         if run_worker:
             daemon.worker.start()
-        log.info("foreman listening on %s, target %s", daemon.url, settings.ollama_url)
+        log.info("foreman listening on %s, target %s", daemon.url, redacted(settings.ollama_url))
         return daemon
 
     async def stop(self) -> None:

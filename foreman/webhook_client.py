@@ -3,8 +3,10 @@
 It owns the outbound policy of docs/contract.md section 5. Which addresses a webhook may reach
 (`webhook_allow`) is checked when a job is submitted and again when connecting, through a
 resolver that drops refused addresses, so a name that later resolves elsewhere (DNS
-rebinding) is still refused. Redirects are never followed, each attempt has a timeout,
-and at most `max_response` bytes of an answer are read. With a secret, every attempt is
+rebinding) is still refused. Two endpoints are refused whatever `webhook_allow` says:
+foreman's own listen address and its target's, so a job's events never become requests to
+foreman itself or to the Ollama behind it. Redirects are never followed, each attempt has a
+timeout, and at most `max_response` bytes of an answer are read. With a secret, every attempt is
 signed with the Standard Webhooks headers plus `X-Foreman-Signature`.
 
 One call to `deliver` is one attempt; retries and backoff belong to the delivery loop.
@@ -17,13 +19,16 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from foreman import clock
+from foreman.browser import is_local_address
 from foreman.signing import signature_headers, signed_headers, signing_key
 
 log = logging.getLogger(__name__)
@@ -119,11 +124,66 @@ class _Policy:
         return "outside webhook_allow"
 
 
+def _port(scheme: str, port: int | None) -> int:
+    return port or (443 if scheme == "https" else 80)
+
+
+def _this_host(ip: IPAddress) -> bool:
+    """`ip` reaches this machine (0.0.0.0 does, on Linux and macOS)."""
+    return ip.is_loopback or ip.is_unspecified or is_local_address(ip)
+
+
+class _Reserved:
+    """The endpoints no webhook may reach, `webhook_allow` or not: foreman's own listen addresses
+    (as bound: an unspecified one is every address of this machine) and the target's."""
+
+    def __init__(self, own: Sequence[tuple[str, int]], target_url: str | None) -> None:
+        self._own = [(ip, port) for host, port in own if (ip := _address(host)) is not None]
+        self._target: tuple[str, int] | None = None
+        if target_url:
+            parts = urlsplit(target_url)
+            if parts.hostname:
+                self._target = (parts.hostname.lower().rstrip("."), _port(parts.scheme, parts.port))
+
+    async def refusal(self, host: str, port: int, ips: Sequence[IPAddress]) -> str | None:
+        """Why a webhook to `host:port`, resolved to `ips`, would reach foreman or its target."""
+        if any(self._reaches_foreman(ip, port) for ip in ips):
+            return "foreman's own address"
+        if self._target is None or port != self._target[1]:
+            return None
+        target_host = self._target[0]
+        if host.lower().rstrip(".") == target_host or set(ips) & await self._target_addresses(target_host, port):
+            return "the target's address"
+        return None
+
+    def _reaches_foreman(self, ip: IPAddress, port: int) -> bool:
+        for own_ip, own_port in self._own:
+            if port != own_port:
+                continue
+            # Bound to 0.0.0.0 / ::, foreman is at every address of this machine; and a
+            # connection to 0.0.0.0 lands on this machine, whatever foreman is bound to.
+            if ip == own_ip or ip.is_unspecified or (own_ip.is_unspecified and _this_host(ip)):
+                return True
+        return False
+
+    @staticmethod
+    async def _target_addresses(host: str, port: int) -> set[IPAddress]:
+        ip = _address(host)
+        if ip is not None:
+            return {ip}
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            return set()  # a target foreman cannot resolve is not reachable through it either
+        return {ip for *_, sockaddr in infos if (ip := _address(str(sockaddr[0]))) is not None}
+
+
 class _PolicyResolver(AbstractResolver):
     """Resolves for aiohttp at connect time and drops the addresses the policy refuses."""
 
-    def __init__(self, policy: _Policy) -> None:
+    def __init__(self, policy: _Policy, reserved: _Reserved) -> None:
         self._policy = policy
+        self._reserved = reserved
         self._inner = aiohttp.ThreadedResolver()
 
     async def resolve(
@@ -136,6 +196,8 @@ class _PolicyResolver(AbstractResolver):
         for result in found:
             ip = _address(result["host"])
             why = "not an IP address" if ip is None else self._policy.refusal(ip, listed)
+            if ip is not None and not why:
+                why = await self._reserved.refusal(host, port, [ip])
             if why:
                 refused.append(f"{result['host']} is {why}")
             else:
@@ -156,11 +218,15 @@ class WebhookClient:
         *,
         allow: tuple[str, ...] | None,
         secret: str | None,
+        own: Sequence[tuple[str, int]] = (),
+        target_url: str | None = None,
         connect_timeout: float = 5.0,
         total_timeout: float = 15.0,
         max_response: int = 65536,
     ) -> None:
+        """`own`: the (address, port) pairs foreman listens on; `target_url`: its `ollama_url`."""
         self._policy = _Policy(allow)
+        self._reserved = _Reserved(own, target_url)
         # Derived once: a malformed whsec_ secret fails at startup, not at the first delivery.
         self._key = signing_key(secret) if secret else None
         self._connect_timeout = connect_timeout
@@ -172,9 +238,11 @@ class WebhookClient:
     async def check_url(self, url: str) -> None:
         """Refuse a URL foreman will not call (HTTP 400 at submit). Resolves the host without blocking."""
         parsed, host = self._static_check(url)
-        if _address(host) is not None:
-            return  # an IP literal, judged in full by _static_check
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        port = _port(parsed.scheme, parsed.port)
+        literal = _address(host)
+        if literal is not None:  # judged against webhook_allow by _static_check
+            await self._check_reserved(host, port, [literal])
+            return
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -183,11 +251,20 @@ class WebhookClient:
         if not infos:
             raise WebhookRefused(f"webhook host {host} does not resolve")
         listed = self._policy.name_listed(host)
+        ips: list[IPAddress] = []
         for *_, sockaddr in infos:
             ip = _address(str(sockaddr[0]))
             why = "not an IP address" if ip is None else self._policy.refusal(ip, listed)
             if why:
                 raise WebhookRefused(f"webhook host {host} resolves to {sockaddr[0]}, {why}")
+            assert ip is not None
+            ips.append(ip)
+        await self._check_reserved(host, port, ips)
+
+    async def _check_reserved(self, host: str, port: int, ips: Sequence[IPAddress]) -> None:
+        why = await self._reserved.refusal(host, port, ips)
+        if why:
+            raise WebhookRefused(f"webhook address {host}:{port} is {why}")
 
     def _static_check(self, url: str) -> tuple[URL, str]:
         """What needs no DNS: scheme, host, and an IP-literal host (aiohttp never resolves those)."""
@@ -209,7 +286,10 @@ class WebhookClient:
         """One attempt. Network and receiver problems come back in the result, never as exceptions."""
         shown = safe_url(url)
         try:
-            self._static_check(url)
+            parsed, host = self._static_check(url)
+            literal = _address(host)  # aiohttp connects to a literal without asking the resolver
+            if literal is not None:
+                await self._check_reserved(host, _port(parsed.scheme, parsed.port), [literal])
         except WebhookRefused as exc:
             return self._done(event_id, shown, DeliveryResult(None, f"refused address: {exc}"))
         if self._closed:
@@ -270,7 +350,9 @@ class WebhookClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 # No DNS cache: every new connection resolves, and is checked, again.
-                connector=aiohttp.TCPConnector(resolver=_PolicyResolver(self._policy), use_dns_cache=False),
+                connector=aiohttp.TCPConnector(
+                    resolver=_PolicyResolver(self._policy, self._reserved), use_dns_cache=False
+                ),
                 timeout=aiohttp.ClientTimeout(total=self._total_timeout, sock_connect=self._connect_timeout),
                 auto_decompress=False,
             )

@@ -86,7 +86,7 @@ async def test_clients_hanging_up_at_once_never_use_up_the_target_connections(
     that needs a connection of the pool."""
     sim.token_delay = 0.01
     body = b'{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}'
-    head = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    head = b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
     port = int(foreman.url.rsplit(":", 1)[1])
     for _ in range(16):
         _, writer = await asyncio.open_connection("127.0.0.1", port)

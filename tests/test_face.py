@@ -210,7 +210,7 @@ async def test_client_headers_go_upstream_but_not_host_origin_or_credentials(
     foreman = await start_foreman(token="s3cret")
     headers = {
         "Authorization": "Bearer s3cret",
-        "Origin": "http://evil.example",
+        "Origin": "http://localhost:3000",  # a page the browser boundary lets through
         "X-Trace": "abc",
         "Connection": "keep-alive, X-Hop",
         "X-Hop": "1",
@@ -231,7 +231,7 @@ def _token_gaps(port: int, tokens: int) -> list[float]:
     """Stream a chat over a raw socket whose ACKs are delayed (as many clients' are), and
     return the gaps between the reads."""
     body = json.dumps({"model": "llama3.2", "messages": HELLO, "options": {"num_predict": tokens}}).encode()
-    head = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    head = b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
     arrivals, received = [], b""
     with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(head + body)
@@ -266,7 +266,7 @@ async def test_a_client_that_stops_reading_slows_the_target_not_foreman(foreman:
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(foreman.url.rsplit(":", 1)[1])))
     reader, writer = await asyncio.open_connection(sock=sock, limit=16384)
-    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     await reader.readline()  # the status line: the stream has begun; nothing more is read
     record = next(r for r in sim.requests if r.kind == "chat")
     sent = -1

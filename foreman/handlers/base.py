@@ -1,7 +1,9 @@
 """The base handler: Ollama's habits where Tornado's differ, auth, and the error shape.
 
 Ollama sends no Server header, no ETags, JSON error objects, and plain-text 404/405
-pages from its router (docs/wire.md section 0). Bodies of POST handlers are streamed
+pages from its router (docs/wire.md section 0). The browser boundary runs before any
+handler (`foreman/app.py`); a request it stops is answered by `BoundaryHandler`, and an
+allowed cross-origin one gets its CORS headers here, errors included. Bodies of POST handlers are streamed
 in so an oversized one gets 413 before it is read (`max_body`). foreman's errors
 (`foreman/errors.py`) get their status here (`STATUS`). Each handler receives what
 it uses through `initialize` (the route table is `foreman/app.py`).
@@ -14,8 +16,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tornado.httputil import HTTPServerRequest
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
+from foreman.browser import Boundary, Verdict
 from foreman.config import Settings
 from foreman.errors import (
     BadGateway,
@@ -27,6 +31,7 @@ from foreman.errors import (
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
+    Unprocessable,
 )
 
 _JSON = "application/json; charset=utf-8"
@@ -39,6 +44,7 @@ STATUS: dict[type[ForemanError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    Unprocessable: 422,
     BadGateway: 502,
     Unavailable: 503,
 }
@@ -66,6 +72,10 @@ class BaseHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.clear_header("Server")
         self.clear_header("Content-Type")
+        boundary = self.settings.get("boundary")
+        if isinstance(boundary, Boundary):
+            for name, value in boundary.answer_headers(self.request.host, first_origin(self.request)):
+                self.add_header(name, value)
 
     def compute_etag(self) -> None:
         return None
@@ -141,6 +151,50 @@ class BaseHandler(RequestHandler):
             message = self._reason.lower()
         self.set_header("Content-Type", _JSON)
         self.finish(dump({"error": message}))
+
+
+def first_origin(request: HTTPServerRequest) -> str:
+    """The request's `Origin` as Go's `Header.Get` reads it: the first one, or empty."""
+    origins = request.headers.get_list("Origin")
+    return origins[0] if origins else ""
+
+
+class _EveryMethod(tuple[str, ...]):
+    """SUPPORTED_METHODS that holds every method, invented ones too."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
+class BoundaryHandler(RequestHandler):
+    """Answers what the browser boundary stops (403) or answers itself (a preflight, 204),
+    whatever the path and the method: no route, no token check, no other handler runs.
+
+    Not a streamed-body handler: its short answer goes out once the body is read, so a
+    client still writing one sees the 403, not a reset.
+    """
+
+    SUPPORTED_METHODS = _EveryMethod()
+
+    def initialize(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        self.clear_header("Content-Type")
+
+    def prepare(self) -> None:
+        self._answer()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self._answer()  # a form body Tornado could not parse, before prepare: still the verdict
+
+    def _answer(self) -> None:
+        assert self.verdict.status is not None
+        self.set_status(self.verdict.status)
+        for name, value in self.verdict.headers:
+            self.add_header(name, value)
+        self.finish()
 
 
 class NotFoundHandler(BaseHandler):

@@ -7,7 +7,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from foreman.clock import iso
-from foreman.config import Settings
+from foreman.config import Settings, redacted
 from foreman.handlers.base import BaseHandler
 from foreman.job_views import JobViews
 from foreman.metrics import Metrics
@@ -33,7 +33,7 @@ class HealthHandler(BaseHandler):
                 "status": "ok" if storage.ok else "unhealthy",
                 "storage": {"ok": storage.ok, "problem": storage.reason, "since": iso(storage.since)},
                 "degraded": poller.degraded,
-                "target": self.config.ollama_url,
+                "target": redacted(self.config.ollama_url),
                 "last_poll_at": iso(poller.last_poll_at),
                 "last_error": poller.last_error,
                 "polls_failed": poller.polls_failed,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 from foreman.config import Settings
 from foreman.errors import BadRequest, Conflict, NotFound
 from foreman.handlers.base import BaseHandler, BodyHandler
@@ -15,6 +18,10 @@ from statemachine import TERMINAL, State
 
 _MAX_LIMIT = 500
 _MAX_WAIT = 300.0
+# Numbers in query strings, ASCII only (Python's int() and float() also take "1_000", other
+# scripts' digits, "nan" and "inf").
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class JobAPIHandler(BaseHandler):
@@ -69,13 +76,9 @@ class JobsHandler(BodyHandler, JobAPIHandler):
 
 class JobHandler(JobAPIHandler):
     async def get(self, job_id: str) -> None:
-        wait = self.get_query_argument("wait", None)
+        wait = _number_argument(self, "wait")
         if wait is not None:
-            try:
-                seconds = min(max(float(wait), 0.0), _MAX_WAIT)
-            except ValueError:
-                raise BadRequest("wait must be a number of seconds") from None
-            await self.jobs.wait_terminal(job_id, seconds)
+            await self.jobs.wait_terminal(job_id, min(max(wait, 0.0), _MAX_WAIT))
         self.write_json(await self.views.view(await _job(self, job_id)))
 
     async def delete(self, job_id: str) -> None:
@@ -109,7 +112,20 @@ def _int_argument(handler: BaseHandler, name: str, default: int) -> int:
     value = handler.get_query_argument(name, None)
     if value is None:
         return default
+    if not _INTEGER.fullmatch(value.strip()):
+        raise BadRequest(f"{name} must be a whole number")
     try:
         return int(value)
-    except ValueError:
+    except ValueError:  # more digits than Python converts
         raise BadRequest(f"{name} must be a whole number") from None
+
+
+def _number_argument(handler: BaseHandler, name: str) -> float | None:
+    """A number of seconds written in decimal: not `nan`, `inf` or one too large to be finite."""
+    value = handler.get_query_argument(name, None)
+    if value is None:
+        return None
+    number = float(value) if _DECIMAL.fullmatch(value.strip()) else math.nan
+    if not math.isfinite(number):
+        raise BadRequest(f"{name} must be a finite number of seconds, not {value!r}")
+    return number

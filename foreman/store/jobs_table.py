@@ -11,7 +11,7 @@ from operator import attrgetter
 from typing import Any
 
 from foreman.clock import new_id, now
-from foreman.errors import QueueFull
+from foreman.errors import QueueFull, Unprocessable
 from foreman.events import EventSource
 from foreman.job import Job
 from foreman.store.database import Database
@@ -111,13 +111,22 @@ class JobsTable:
         Returns its id; for a repeated idempotency key, the id of the job that key made first.
         With `max_queued` jobs or more queued already, raises QueueFull (counted inside the
         same transaction, so concurrent submits cannot overshoot; the count stops at the bound).
+        Raises Unprocessable when that key came with another body (nothing is written).
         """
 
         def insert(db: sqlite3.Connection) -> str:
             if job.idempotency_key is not None:
-                row = db.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
+                row = db.execute(
+                    "SELECT id, body_sha256 FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                ).fetchone()
                 if row is not None:
-                    return str(row[0])
+                    first, digest = str(row[0]), row[1]
+                    if digest is not None and job.body_sha256 is not None and digest != job.body_sha256:
+                        raise Unprocessable(
+                            f"Idempotency-Key {job.idempotency_key!r} was already used, for job {first},"
+                            " with a different body"
+                        )
+                    return first
             if max_queued is not None:
                 (queued,) = db.execute(
                     "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT ?)", (max_queued,)

@@ -68,7 +68,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_due ON events(job_id, seq)
         WHERE webhook_url IS NOT NULL AND delivered_at IS NULL AND given_up_at IS NULL;
     """,
-    # 2: drain by runner (docs/adr/0029), and what each job cost.
+    # 2: the digest of the body an Idempotency-Key was first sent with: the same key with another
+    # body is refused (422). Keys stored before have none, and keep returning their job.
+    """
+    ALTER TABLE jobs ADD COLUMN body_sha256 TEXT;
+    """,
+    # 3: drain by runner (docs/adr/0029), and what each job cost.
     """
     ALTER TABLE jobs ADD COLUMN runner TEXT NOT NULL DEFAULT '';  -- model plus runner options
     UPDATE jobs SET runner = model WHERE runner = '';
