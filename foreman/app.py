@@ -10,8 +10,10 @@ from tornado.log import access_log
 from tornado.web import Application, RequestHandler
 
 from foreman.config import Settings
+from foreman.feed import Feed
 from foreman.handlers.base import NotFoundHandler
 from foreman.handlers.embed import EmbedHandler
+from foreman.handlers.event_stream import EventsHandler, JobEventsHandler
 from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.job_api import ArtifactHandler, JobHandler, JobsHandler
@@ -33,6 +35,7 @@ class Face:
     settings: Settings
     jobs: JobService
     views: JobViews
+    feed: Feed
     poller: Poller
     target: TargetClient  # the worker's and the face's pool
     embed_target: TargetClient  # the embeddings' own pool: never behind a generation
@@ -48,6 +51,7 @@ def make_app(face: Face) -> Application:
     live = {**snapshot, "target": face.target}
     generation = {**base, "jobs": face.jobs, "poller": face.poller}
     job_api = {**base, "jobs": face.jobs, "views": face.views}
+    feeds = {**base, "feed": face.feed, "views": face.views}
     routes: list[Any] = [
         (r"/", RootHandler, base),
         (r"/api/chat", GenerationHandler, {**generation, "endpoint": CHAT}),
@@ -73,6 +77,8 @@ def make_app(face: Face) -> Application:
         (r"/jobs", JobsHandler, {**job_api, "poller": face.poller, "webhooks": face.webhooks}),
         (r"/jobs/([0-9A-Za-z]+)", JobHandler, job_api),
         (r"/jobs/([0-9A-Za-z]+)/artifacts/([\w.-]+)", ArtifactHandler, job_api),
+        (r"/jobs/([0-9A-Za-z]+)/events", JobEventsHandler, feeds),
+        (r"/events", EventsHandler, feeds),
     ]
     return Application(
         routes,
