@@ -18,7 +18,7 @@ import urllib.request
 from datetime import datetime
 from typing import Any
 
-from foreman.signing import verify_delivery
+from foreman.webhooks import InvalidSignature, verify
 
 # Exit statuses (docs/contract.md section 7). `status`: 0 healthy, 1 degraded, 2 unreachable;
 # other commands: 1 when foreman refused the request or the input is bad, 2 for a usage error.
@@ -335,9 +335,11 @@ def cmd_webhook_verify(args: argparse.Namespace) -> int:
     headers = {k.lower(): str(v) for k, v in (saved.get("headers") or {}).items()}
     body = saved.get("body", "")
     raw = body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
-    problems = verify_delivery(secret, headers, raw, args.tolerance)
-    for problem in problems:
-        print(f"INVALID  {problem}")
-    if not problems:
-        print(f"valid    webhook-id {headers.get('webhook-id')}")
-    return EXIT_OK if not problems else EXIT_FAILED
+    try:
+        verify(raw, headers, secret, tolerance=args.tolerance)  # what receivers run (foreman.webhooks)
+    except InvalidSignature as exc:
+        for problem in exc.problems:
+            print(f"INVALID  {problem}")
+        return EXIT_FAILED
+    print(f"valid    webhook-id {headers.get('webhook-id')}")
+    return EXIT_OK
