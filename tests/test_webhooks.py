@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from foreman.server import Daemon
 from foreman import webhooks
+from foreman.server import Daemon
 from foreman.signing import signature_headers, signing_key
 from foreman.simulator import Simulator
 from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
