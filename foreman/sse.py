@@ -92,3 +92,52 @@ class Parser:
         elif name == "retry" and value.isdigit():
             self.retry = int(value)
         return None
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of a job's feed. `kind`: "transition" (its `id` is the `event_id` and `data` the
+    webhook body) or "progress" (`data`: chunks, eval_count, elapsed_s; or a queued job's
+    queue_position), without an id."""
+
+    kind: str
+    data: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def state(self) -> str | None:
+        return self.data.get("state")
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "transition" and self.state in TERMINAL_STATES
+
+
+class FeedCursor:
+    """Where a reader of one job's feed stands: the last transition it got (what
+    `Last-Event-ID` resumes after) and whether the job has ended."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.ended = False
+        self._seen: set[str] = set()
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
+
+    def take(self, message: Message) -> FeedEvent | None:
+        """The event of a message, None for one to skip (a transition seen already)."""
+        if message.event == DROPPED:
+            return None  # the reader fell behind: it reconnects and resumes after last_id
+        if message.event == PROGRESS:
+            return FeedEvent("progress", message.json())
+        if not message.is_transition or message.id is None or message.id in self._seen:
+            return None
+        self._seen.add(message.id)
+        self.last_id = message.id
+        event = FeedEvent("transition", message.json(), message.id)
+        self.ended = event.terminal
+        return event

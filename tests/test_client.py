@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from foreman.client import AsyncForeman, Busy, Event, Foreman, ForemanError, NotFound, Unauthorized
+from foreman.client import AsyncForeman, Busy, FeedEvent, Foreman, ForemanError, NotFound, Unauthorized
 from foreman.simulator import Simulator
 from tests.conftest import ROOT, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
 
@@ -152,7 +152,7 @@ async def test_events_in_order_with_progress(kind: str, start_foreman: StartFore
     fm = await client_for(kind, foreman.url)
     try:
         job = await call(fm, "submit", {**CHAT, "options": {"num_predict": 20}})
-        events: list[Event] = await collect(job.events())
+        events: list[FeedEvent] = await collect(job.events())
         assert [e.state for e in events if e.kind == "transition"] == ["queued", "loading", "working", "done"]
         assert any(e.kind == "progress" for e in events) and events[-1].terminal
         assert [e.id for e in events if e.kind == "transition"] == [
@@ -184,7 +184,7 @@ async def test_events_survive_a_restart_of_foreman_mid_job(
         proc.kill()
         proc.wait()
         foreman_process(sim.url, port)
-        events: list[Event] = await asyncio.wait_for(following, 40)
+        events: list[FeedEvent] = await asyncio.wait_for(following, 40)
     finally:
         await close(fm)
     transitions = [e for e in events if e.kind == "transition"]

@@ -17,14 +17,15 @@ except ImportError as exc:  # pragma: no cover: the message is the point
     raise ImportError("foreman.client needs httpx: pip install 'foreman-ollama[client]'") from exc
 
 from foreman.client.async_client import AsyncForeman, AsyncJob
-from foreman.client.common import Busy, Event, ForemanError, NotFound, Unauthorized, Unreachable
+from foreman.client.common import Busy, ForemanError, NotFound, Unauthorized, Unreachable
 from foreman.client.sync_client import Foreman, Job
+from foreman.sse import FeedEvent
 
 __all__ = [
     "AsyncForeman",
     "AsyncJob",
     "Busy",
-    "Event",
+    "FeedEvent",
     "Foreman",
     "ForemanError",
     "Job",

@@ -18,8 +18,6 @@ from foreman.client.common import (
     LONG_POLL,
     RESUME_FOR,
     Backoff,
-    Event,
-    FeedCursor,
     Unreachable,
     error_for,
     inline_text,
@@ -27,7 +25,7 @@ from foreman.client.common import (
     jobs_query,
     needs,
 )
-from foreman.sse import TERMINAL_STATES, Parser
+from foreman.sse import TERMINAL_STATES, FeedCursor, FeedEvent, Parser
 
 
 class AsyncForeman:
@@ -147,7 +145,7 @@ class AsyncJob:
             await self._take(answer.json())
         return self
 
-    async def events(self, *, resume_for: float = RESUME_FOR) -> AsyncIterator[Event]:
+    async def events(self, *, resume_for: float = RESUME_FOR) -> AsyncIterator[FeedEvent]:
         """The job's feed: its transitions so far, then live ones and progress, until its terminal
         one. A dropped connection is resumed after the last transition (`Last-Event-ID`): nothing
         is lost or repeated; a foreman that does not answer is retried for `resume_for` seconds."""

@@ -1,5 +1,6 @@
-"""What both clients share: the errors, what a job's view says, and how a feed is followed
-across reconnections (docs/contract.md section 8, docs/adr/0029).
+"""What both clients share: the errors, what a job's view says, and the pauses between
+reconnections (docs/contract.md section 8, docs/adr/0029). Where a reader of a job's feed
+stands (`FeedCursor`) is `foreman/sse.py`'s, shared with the CLI.
 
 Nothing here does I/O; `sync_client.py` and `async_client.py` do the same requests, one
 blocking, one awaited.
@@ -9,10 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-
-from foreman.sse import DROPPED, PROGRESS, TERMINAL_STATES, Message
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 FEED_READ_TIMEOUT = 45.0  # three missed pings (the feed pings every 15 s): the connection is dead
@@ -93,55 +91,6 @@ def inline_text(view: Mapping[str, Any]) -> str | None:
     if completion is None or "content" not in completion:
         return None
     return str(completion["content"])
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of a job's feed. `kind`: "transition" (its `id` is the `event_id` and `data` the
-    webhook body) or "progress" (`data`: chunks, eval_count, elapsed_s; or a queued job's
-    queue_position), without an id."""
-
-    kind: str
-    data: dict[str, Any]
-    id: str | None = None
-
-    @property
-    def state(self) -> str | None:
-        return self.data.get("state")
-
-    @property
-    def terminal(self) -> bool:
-        return self.kind == "transition" and self.state in TERMINAL_STATES
-
-
-class FeedCursor:
-    """Where a reader of one job's feed stands: the last transition it got (what
-    `Last-Event-ID` resumes after) and whether the job has ended."""
-
-    def __init__(self) -> None:
-        self.last_id: str | None = None
-        self.ended = False
-        self._seen: set[str] = set()
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream"}
-        if self.last_id is not None:
-            headers["Last-Event-ID"] = self.last_id
-        return headers
-
-    def take(self, message: Message) -> Event | None:
-        """The event of a message, None for one to skip (a transition seen already)."""
-        if message.event == DROPPED:
-            return None  # the reader fell behind: it reconnects and resumes after last_id
-        if message.event == PROGRESS:
-            return Event("progress", message.json())
-        if not message.is_transition or message.id is None or message.id in self._seen:
-            return None
-        self._seen.add(message.id)
-        self.last_id = message.id
-        event = Event("transition", message.json(), message.id)
-        self.ended = event.terminal
-        return event
 
 
 class Backoff:

@@ -14,8 +14,6 @@ from foreman.client.common import (
     LONG_POLL,
     RESUME_FOR,
     Backoff,
-    Event,
-    FeedCursor,
     Unreachable,
     error_for,
     inline_text,
@@ -23,7 +21,7 @@ from foreman.client.common import (
     jobs_query,
     needs,
 )
-from foreman.sse import TERMINAL_STATES, Parser
+from foreman.sse import TERMINAL_STATES, FeedCursor, FeedEvent, Parser
 
 
 class Foreman:
@@ -141,7 +139,7 @@ class Job:
             self._take(view)
         return self
 
-    def events(self, *, resume_for: float = RESUME_FOR) -> Iterator[Event]:
+    def events(self, *, resume_for: float = RESUME_FOR) -> Iterator[FeedEvent]:
         """The job's feed: its transitions so far, then live ones and progress, until its terminal
         one. A dropped connection is resumed after the last transition (`Last-Event-ID`): nothing
         is lost or repeated; a foreman that does not answer is retried for `resume_for` seconds."""
