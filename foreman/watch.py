@@ -120,8 +120,8 @@ class Renderer:
         stamp = str(data.get("timestamp") or "")[11:19]
         state = str(data.get("state"))
         detail = ""
-        if state == "done" and self._progress is not None:
-            detail = self._tokens(self._progress)
+        if state == "done":
+            detail = self._final(data)
         elif state in ("failed", "cancelled"):
             detail = str(data.get("error") or "")
         elif state == "queued" and data.get("previous_state"):
@@ -133,6 +133,17 @@ class Renderer:
         tokens, elapsed = int(progress.get("eval_count") or 0), float(progress.get("elapsed_s") or 0.0)
         rate = tokens / elapsed if elapsed > 0 else 0.0
         return f"{tokens} tokens  {rate:.1f} tokens/s  {elapsed:.1f}s"
+
+    def _final(self, done: dict[str, Any]) -> str:
+        """The target's own count and rate from the result (Ollama's `eval_count`, `eval_duration`
+        in ns), else the last progress."""
+        result = done.get("result") or {}
+        tokens, duration = result.get("eval_count"), result.get("eval_duration")
+        if isinstance(tokens, int) and isinstance(duration, int) and duration > 0:
+            total = result.get("total_duration")
+            took = f"  {total / 1e9:.1f}s" if isinstance(total, int) else ""
+            return f"{tokens} tokens  {tokens / (duration / 1e9):.1f} tokens/s{took}"
+        return self._tokens(self._progress) if self._progress is not None else ""
 
     def _show_progress(self) -> None:
         assert self._progress is not None

@@ -141,6 +141,7 @@ async def test_jobs_watch_exits_by_the_jobs_end_and_prints_ndjson_with_json(
     assert code == 0
     assert out.splitlines()[0] == f"job {job_id}  llama3.2:latest"
     assert [line.split()[1] for line in out.splitlines()[1:]] == ["queued", "loading", "working", "done"]
+    assert re.fullmatch(r"\S+  done       20 tokens  [\d.]+ tokens/s  [\d.]+s", out.splitlines()[-1]), out
 
     sim.inject(Fault("status", status=500, message="simulated failure"))
     async with http.post(foreman.url + "/jobs", json={"model": "llama3.2", "messages": HELLO}) as resp:

@@ -10,6 +10,7 @@ import socket
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,9 @@ async def test_a_jobs_feed_shows_every_state_and_progress_with_the_webhooks_ids_
     assert all(p["job_id"] == job_id and p["state"] == "working" for p in progress)
     assert [p["chunks"] for p in progress] == sorted({p["chunks"] for p in progress})  # only news, in order
     assert all(m.id is None for m in feed if m.event == "progress")  # Last-Event-ID stays a transition's
+    stamps = {m.json()["state"]: datetime.fromisoformat(m.json()["timestamp"]) for m in transitions(feed)}
+    working_s = (stamps["done"] - stamps["working"]).total_seconds()
+    assert working_s > 0.5 and len(progress) <= 4 * working_s + 1  # a few a second, not one per token
     await receiver.wait_for(lambda: len(receiver.accepted()) == 4)
     delivered = {d["headers"]["webhook-id"]: d["body"] for d in receiver.deliveries}
     assert [m.id for m in transitions(feed)] == [d["headers"]["webhook-id"] for d in receiver.deliveries]
