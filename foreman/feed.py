@@ -63,7 +63,7 @@ class Subscription:
         if len(self._pending) >= self.limit:
             self.dropped = True
             self._pending.clear()
-            log.warning("event feed reader dropped: more than %d events pending", self.limit)
+            log.warning("job=%s event feed reader dropped: more than %d events pending", self.job_id or "-", self.limit)
             self.leave()
             return
         self._pending.append(event)
