@@ -24,7 +24,7 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
-        # foreman.client (docs/adr/0029); the daemon and the CLI never import it.
+        # foreman.client (docs/adr/0032); the daemon and the CLI never import it.
         "client": ["httpx>=0.27"],
         "test": [
             "httpx>=0.27",

@@ -1,5 +1,5 @@
 """A job's events: the JSON a webhook receiver gets (docs/contract.md section 5), which the event
-feeds send as it is (`GET /jobs/{id}/events`, `GET /events`; docs/adr/0027).
+feeds send as it is (`GET /jobs/{id}/events`, `GET /events`; docs/adr/0030).
 
 `build_event` makes the whole body, inside the transition's transaction. What is stored
 of it depends on the job: with a webhook URL, the body itself (it is sent from the outbox);
@@ -63,7 +63,7 @@ def build_event(
 
 def stored_body(event: Mapping[str, Any], webhook_url: str | None) -> dict[str, Any]:
     """What the outbox keeps of an event: all of it for a job with a webhook (it is sent from
-    there), the history only for the others (docs/adr/0010, 0027)."""
+    there), the history only for the others (docs/adr/0010, 0030)."""
     if webhook_url or event["state"] != State.DONE.value:
         return dict(event)
     return {k: v for k, v in event.items() if k not in _DONE_ONLY}

@@ -1,4 +1,4 @@
-"""The live event feed: who listens to job events, each listener's bounded backlog (docs/adr/0028).
+"""The live event feed: who listens to job events, each listener's bounded backlog (docs/adr/0031).
 
 The recorder publishes every committed event here (`publish`), which only appends it to the
 backlog of each subscription that wants it: nothing on that path waits for a reader. Each

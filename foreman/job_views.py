@@ -115,7 +115,7 @@ class JobViews:
 
     async def events(self, job_id: str) -> list[Event]:
         """The job's events so far, in order, each with the body its webhook gets: a history-only
-        `done` event gets its result and artifacts back from the artifacts (docs/adr/0027)."""
+        `done` event gets its result and artifacts back from the artifacts (docs/adr/0030)."""
         events = []
         for payload, webhook_url in await self._outbox.history(job_id):
             body = json.loads(payload)

@@ -6,7 +6,7 @@ becomes queued, the webhook deliverer when a job with a `state_webhook_url` move
 whoever waits for a job to end, and the transition counter of /metrics
 (docs/adr/0010, 0011). The event feeds hear every event the commit wrote, a new
 job's `queued` included, as soon as the commit returns (`publish`, which never
-waits: docs/adr/0028). Who to tell is passed in at construction.
+waits: docs/adr/0031). Who to tell is passed in at construction.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Server-Sent Events on the wire: the frames foreman's event feeds write, and the parser their
-readers use (docs/adr/0028; the WHATWG "server-sent events" framing).
+readers use (docs/adr/0031; the WHATWG "server-sent events" framing).
 
 Stdlib only: the daemon's feed handlers, the Python client (`foreman.client`) and the
 operator CLI share it. A transition is an unnamed event (type `message`) whose `id` is its

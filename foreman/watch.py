@@ -1,5 +1,5 @@
 """One job's event feed, followed from the command line: `foreman jobs watch ID` and
-`jobs submit FILE --wait` (docs/contract.md section 7, docs/adr/0028).
+`jobs submit FILE --wait` (docs/contract.md section 7, docs/adr/0031).
 
 Stdlib only (urllib, read line by line), like the rest of the operator's commands. A dropped
 connection is resumed after the last transition (`Last-Event-ID`), so watching survives a

@@ -95,7 +95,7 @@ async def test_a_job_without_webhook_gets_the_whole_done_body_live_and_replayed(
         *("event_id", "job_id", "state", "previous_state", "timestamp", "model", "attempt"),
         *("result", "artifacts"),
     ]
-    # ...while the outbox keeps only the history of a job nobody is told of (ADR 0027).
+    # ...while the outbox keeps only the history of a job nobody is told of (ADR 0030).
     stored = (await foreman.store.outbox.events(job_id))[-1]["payload"]
     assert "result" not in stored and "artifacts" not in stored
 

@@ -2,7 +2,7 @@
 (docs/contract.md section 8; README "Python client").
 
 `Foreman` blocks, `AsyncForeman` is awaited; both have the same methods, over httpx
-(`pip install 'foreman-ollama[client]'`; docs/adr/0029). Neither needs Tornado or aiohttp::
+(`pip install 'foreman-ollama[client]'`; docs/adr/0032). Neither needs Tornado or aiohttp::
 
     with Foreman("http://127.0.0.1:8080") as fm:
         job = fm.submit({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}).wait(60)

@@ -1,4 +1,4 @@
-"""`AsyncForeman` and its `AsyncJob`: the job API from asyncio code, over httpx (docs/adr/0029).
+"""`AsyncForeman` and its `AsyncJob`: the job API from asyncio code, over httpx (docs/adr/0032).
 
 The same methods as `sync_client.py`, awaited; `jobs()` and `events()` are async iterators.
 """

@@ -1,5 +1,5 @@
 """What both clients share: the errors, what a job's view says, and the pauses between
-reconnections (docs/contract.md section 8, docs/adr/0029). Where a reader of a job's feed
+reconnections (docs/contract.md section 8, docs/adr/0032). Where a reader of a job's feed
 stands (`FeedCursor`) is `foreman/sse.py`'s, shared with the CLI.
 
 Nothing here does I/O; `sync_client.py` and `async_client.py` do the same requests, one

@@ -1,4 +1,4 @@
-"""`Foreman` and its `Job`: the job API from blocking code, over httpx (docs/adr/0029)."""
+"""`Foreman` and its `Job`: the job API from blocking code, over httpx (docs/adr/0032)."""
 
 from __future__ import annotations
 

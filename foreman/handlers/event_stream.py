@@ -1,5 +1,5 @@
 """The event feeds as Server-Sent Events: `GET /jobs/{id}/events` and `GET /events`
-(docs/contract.md section 3, docs/adr/0028).
+(docs/contract.md section 3, docs/adr/0031).
 
 A job's feed replays the job's events from the outbox (after `Last-Event-ID`, when given),
 then follows them live and ends after the terminal one; `GET /events` follows every job's

@@ -202,7 +202,7 @@ class JobsTable:
     def _event(
         self, job: EventSource, previous: State | None, change: Change | None, ts: float
     ) -> tuple[tuple[str, str, str, str | None, bytes, float, str | None], Event]:
-        """The outbox row of a transition, and the event as the feeds send it (docs/adr/0027)."""
+        """The outbox row of a transition, and the event as the feeds send it (docs/adr/0030)."""
         event_id = new_id()
         body = self._build_event(job, event_id, previous, change, ts)
         stored = stored_body(body, job.webhook_url)
