@@ -24,7 +24,10 @@ setup(
         "prometheus-client>=0.20",
     ],
     extras_require={
+        # foreman.client (docs/adr/0032); the daemon and the CLI never import it.
+        "client": ["httpx>=0.27"],
         "test": [
+            "httpx>=0.27",
             "pytest>=8",
             "setuptools>=70.1",
             "pytest-asyncio>=0.24",

@@ -17,9 +17,11 @@ from tornado.web import Application, RequestHandler
 
 from foreman.browser import Boundary
 from foreman.config import Settings
+from foreman.feed import Feed
 from foreman.handlers.anthropic import MessagesHandler
 from foreman.handlers.base import BoundaryHandler, first_origin
 from foreman.handlers.embed import EmbedHandler
+from foreman.handlers.event_stream import EventsHandler, JobEventsHandler
 from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import (
     ManagementHandler,
@@ -58,6 +60,7 @@ class Face:
     settings: Settings
     jobs: JobService
     views: JobViews
+    feed: Feed
     poller: Poller
     target: TargetClient  # the worker's and the face's pool
     embed_target: TargetClient  # the embeddings' own pool: never behind a generation
@@ -85,6 +88,7 @@ def make_app(face: Face) -> Application:
     live = {**snapshot, "target": face.target}
     generation = {**base, "jobs": face.jobs, "poller": face.poller}
     job_api = {**base, "jobs": face.jobs, "views": face.views}
+    feeds = {**base, "feed": face.feed, "views": face.views}
     generation_handlers: dict[str, type[GenerationHandler]] = {
         CHAT: GenerationHandler,
         GENERATE: GenerationHandler,
@@ -127,6 +131,8 @@ def make_app(face: Face) -> Application:
         (r"/jobs", JobsHandler, {**job_api, "poller": face.poller, "webhooks": face.webhooks}),
         (r"/jobs/([0-9A-Za-z]+)", JobHandler, job_api),
         (r"/jobs/([0-9A-Za-z]+)/artifacts/([\w.-]+)", ArtifactHandler, job_api),
+        (r"/jobs/([0-9A-Za-z]+)/events", JobEventsHandler, feeds),
+        (r"/events", EventsHandler, feeds),
     ]
     return ForemanApplication(
         routes,

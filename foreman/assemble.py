@@ -173,6 +173,9 @@ def artifact_ref(job_id: str, head: ArtifactHead, inline_max: int) -> dict[str, 
 
 
 def artifact_refs(job_id: str, artifacts: list[Artifact], inline_max: int) -> list[dict[str, Any]]:
+    """By name, the order the job API reads them in, so that a `done` event built now and one
+    completed later from the stored artifacts are the same bytes (docs/adr/0030)."""
     return [
-        artifact_ref(job_id, ArtifactHead(a.name, a.content_type, len(a.data), a.data), inline_max) for a in artifacts
+        artifact_ref(job_id, ArtifactHead(a.name, a.content_type, len(a.data), a.data), inline_max)
+        for a in sorted(artifacts, key=lambda a: a.name)
     ]

@@ -1,5 +1,6 @@
-"""The operator's commands, which talk HTTP to a running foreman: `status`, `jobs ...` and
-`webhook verify` (docs/contract.md section 7).
+"""The operator's commands, which talk HTTP to a running foreman: `status`, `jobs ...` (`jobs
+watch` and `submit --wait` follow a job's event feed: `foreman/watch.py`) and `webhook verify`
+(docs/contract.md section 7).
 
 They talk HTTP to a running foreman (stdlib urllib: a CLI needs no event loop), print
 plain text that reads well in a terminal and survives a pipe, or JSON with `--json`.
@@ -20,7 +21,8 @@ from http.client import HTTPMessage
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from foreman.signing import verify_delivery
+from foreman.watch import WatchRefused, WatchUnreachable, follow, watch
+from foreman.webhooks import InvalidSignature, verify
 
 # Exit statuses (docs/contract.md section 7). `status`: 0 healthy, 1 degraded, 2 unreachable;
 # other commands: 1 when foreman refused the request or the input is bad, 2 for a usage error.
@@ -120,8 +122,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     submit.add_argument("file")
     submit.add_argument("--webhook", help="state_webhook_url for the job")
     submit.add_argument("--idempotency-key")
-    submit.add_argument("--wait", type=float, help="wait up to this many seconds and print the finished job")
+    submit.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=float("inf"),
+        metavar="SECONDS",
+        help="follow the job's events to its end (at most SECONDS) and print the finished job",
+    )
     submit.set_defaults(run=cmd_jobs_submit)
+    follow_one = actions.add_parser("watch", parents=[common], help="follow one job live until it ends")
+    follow_one.add_argument("job_id")
+    follow_one.set_defaults(run=cmd_jobs_watch)
 
     webhook = commands.add_parser("webhook", help="webhook tools")
     tools = webhook.add_subparsers(dest="action", required=True)
@@ -336,13 +348,40 @@ def cmd_jobs_submit(args: argparse.Namespace) -> int:
     if status != 202:
         return _failed(status, body)
     if args.wait:
-        status, body = client.call("GET", f"/jobs/{body['job_id']}?wait={args.wait}")
+        job_id = body["job_id"]
+        deadline = None if args.wait == float("inf") else time.monotonic() + args.wait
+        try:
+            for _ in follow(client.url, client.token, job_id, deadline):
+                pass
+        except TimeoutError:
+            pass
+        except (WatchRefused, WatchUnreachable) as exc:
+            print(f"foreman: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        status, body = client.call("GET", f"/jobs/{job_id}")
+        if status != 200:
+            return _failed(status, body)
         _print_json(body)
+        return EXIT_OK if body.get("state") == "done" else EXIT_FAILED
     elif args.json:
         _print_json(body)
     else:
         print(body["job_id"])
     return EXIT_OK
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    """Exit 0 when the job ends done, 1 when it ends failed or cancelled (or foreman refuses)."""
+    client = _client(args)
+    try:
+        state = watch(client.url, client.token, args.job_id, json_lines=args.json)
+    except WatchRefused as exc:
+        return _failed(exc.status, {"error": exc.error})
+    except WatchUnreachable as exc:
+        raise Unreachable(str(exc)) from None
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK if state == "done" else EXIT_FAILED
 
 
 def _failed(status: int, body: Any) -> int:
@@ -364,9 +403,11 @@ def cmd_webhook_verify(args: argparse.Namespace) -> int:
     headers = {k.lower(): str(v) for k, v in (saved.get("headers") or {}).items()}
     body = saved.get("body", "")
     raw = body.encode() if isinstance(body, str) else json.dumps(body, separators=(",", ":")).encode()
-    problems = verify_delivery(secret, headers, raw, args.tolerance)
-    for problem in problems:
-        print(f"INVALID  {problem}")
-    if not problems:
-        print(f"valid    webhook-id {headers.get('webhook-id')}")
-    return EXIT_OK if not problems else EXIT_FAILED
+    try:
+        verify(raw, headers, secret, tolerance=args.tolerance)  # what receivers run (foreman.webhooks)
+    except InvalidSignature as exc:
+        for problem in exc.problems:
+            print(f"INVALID  {problem}")
+        return EXIT_FAILED
+    print(f"valid    webhook-id {headers.get('webhook-id')}")
+    return EXIT_OK

@@ -4,7 +4,9 @@ A transition is committed through the store (CAS plus outbox event in one
 transaction); only then are the others told: the worker's wake-up when a job
 becomes queued, the webhook deliverer when a job with a `state_webhook_url` moves,
 whoever waits for a job to end, and the transition counter of /metrics
-(docs/adr/0010, 0011). Who to tell is passed in at construction.
+(docs/adr/0010, 0011). The event feeds hear every event the commit wrote, a new
+job's `queued` included, as soon as the commit returns (`publish`, which never
+waits: docs/adr/0031). Who to tell is passed in at construction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from foreman.events import Event
 from foreman.job import Job
 from foreman.metrics import Metrics
 from foreman.store import JobsTable
@@ -29,23 +32,34 @@ def _visible(change: Change) -> bool:
 
 class Recorder:
     def __init__(
-        self, store: JobsTable, metrics: Metrics, *, wake_worker: Callable[[], None], wake_deliverer: Callable[[], None]
+        self,
+        store: JobsTable,
+        metrics: Metrics,
+        *,
+        wake_worker: Callable[[], None],
+        wake_deliverer: Callable[[], None],
+        publish: Callable[[Sequence[Event]], None],
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._wake_worker = wake_worker
         self._wake_deliverer = wake_deliverer
+        self._publish = publish
         self._hooked: set[str] = set()  # unfinished jobs with a state_webhook_url
         self._terminal_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # --- Sink ------------------------------------------------------------------------------
 
     async def persist(self, change: Change) -> bool:
-        return await self._store.apply(change, durable=_visible(change))
+        events = await self._store.apply(change, durable=_visible(change))
+        self._publish(events)
+        return bool(events)
 
     async def persist_batch(self, create: Job | None, changes: Sequence[Change]) -> bool:
         durable = any(_visible(c) for c in changes) or (create is not None and not create.sync)
-        return await self._store.apply_batch(create, changes, durable)
+        events = await self._store.apply_batch(create, changes, durable)
+        self._publish(events)
+        return bool(events)
 
     def notify(self, change: Change) -> None:
         log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
@@ -71,7 +85,8 @@ class Recorder:
         that, restart would fail it anyway. An asynchronous one is durable before its 202
         (docs/adr/0011). QueueFull past `max_queued` queued jobs.
         """
-        job_id = await self._store.create_job(job, durable=not job.sync, max_queued=max_queued)
+        job_id, events = await self._store.create_job(job, durable=not job.sync, max_queued=max_queued)
+        self._publish(events)
         if job_id == job.id:
             log.debug("job=%s queued model=%s endpoint=%s kind=%s", job.id, job.model, job.endpoint, job.kind)
             if job.webhook_url:

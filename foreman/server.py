@@ -19,6 +19,7 @@ from foreman.config import Settings, redacted
 from foreman.delivery import Deliverer
 from foreman.embedder import Embedder
 from foreman.events import build_event
+from foreman.feed import Feed
 from foreman.job_service import JobService
 from foreman.job_views import JobViews
 from foreman.lock import DatabaseLock
@@ -73,7 +74,14 @@ class Daemon:
         )
         self.deliverer = Deliverer(settings, store.outbox, self.webhooks)
         wakeup = Wakeup()
-        self.recorder = Recorder(store.jobs, self.metrics, wake_worker=wakeup.poke, wake_deliverer=self.deliverer.wake)
+        self.feed = Feed()
+        self.recorder = Recorder(
+            store.jobs,
+            self.metrics,
+            wake_worker=wakeup.poke,
+            wake_deliverer=self.deliverer.wake,
+            publish=self.feed.publish,
+        )
         lifecycle = Lifecycle(self.recorder)
         callers = Callers()
         self.worker = Worker(
@@ -96,7 +104,7 @@ class Daemon:
             cancel_running=self.worker.cancel,
             max_queue=settings.max_queue,
         )
-        self.views = JobViews(store.jobs, self.worker, settings.inline_artifact_max)
+        self.views = JobViews(store.jobs, store.outbox, self.worker, settings.inline_artifact_max)
         self.embedder = Embedder(settings.embed_model, self.embed_target, self.poller)
         self.sweeper = Sweeper(store.outbox, settings.job_ttl)
         poller, worker, deliverer = self.poller, self.worker, self.deliverer
@@ -114,6 +122,7 @@ class Daemon:
             settings=settings,
             jobs=self.jobs,
             views=self.views,
+            feed=self.feed,
             poller=self.poller,
             target=self.target,
             embed_target=self.embed_target,
@@ -183,6 +192,7 @@ class Daemon:
         self.server.stop()
         self.storage_watch.stop()
         await self.worker.stop(grace=_GRACE)
+        self.feed.close()  # after the running job's last move: its watchers see it
         await self.poller.stop()
         await self.embedder.stop()
         await self.sweeper.stop()

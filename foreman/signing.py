@@ -1,7 +1,7 @@
 """Standard Webhooks signatures: signing a delivery, and checking a saved one.
 
-Stdlib only, so the operator's commands can verify a delivery without the webhook
-client's HTTP stack (docs/contract.md section 5, docs/adr/0016).
+Stdlib only, so the operator's commands and receivers (`foreman.webhooks`) can verify a
+delivery without the webhook client's HTTP stack (docs/contract.md section 5, docs/adr/0016).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 
 
 def signing_key(secret: str) -> bytes:
@@ -42,8 +43,11 @@ def signed_headers(key: bytes, event_id: str, timestamp: int, body: bytes) -> di
     }
 
 
-def verify_delivery(secret: str, headers: dict[str, str], body: bytes, tolerance: float | None) -> list[str]:
-    """What is wrong with a delivery's signatures (nothing: an empty list)."""
+def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes, tolerance: float | None) -> list[str]:
+    """What is wrong with a delivery (nothing: an empty list): both signatures must match the body
+    and the secret, and with `tolerance`, the timestamp be at most that many seconds from now.
+    Header names in any case."""
+    headers = {name.lower(): value for name, value in headers.items()}
     problems = []
     event_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     if not event_id or not stamp.isdigit():

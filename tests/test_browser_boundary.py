@@ -62,6 +62,8 @@ ROUTES: list[tuple[str, tuple[str, ...]]] = [
     ("/jobs", ("GET", "POST")),
     (f"/jobs/{JOB}", ("GET", "DELETE")),
     (f"/jobs/{JOB}/artifacts/completion", ("GET",)),
+    (f"/jobs/{JOB}/events", ("GET",)),
+    ("/events", ("GET",)),
     ("/no/such/path", ("GET", "POST")),
 ]
 # Methods nobody serves, sent everywhere too: the boundary stands before the method check.

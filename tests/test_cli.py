@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from foreman.server import Daemon
-from foreman.simulator import Simulator
+from foreman.simulator import Fault, Simulator
 from tests.conftest import ROOT, Receiver, StartForeman, free_port
 
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -118,6 +119,86 @@ async def test_webhook_verify_checks_a_saved_delivery(
     assert code == 1 and "INVALID" in out
 
 
+async def test_jobs_watch_exits_by_the_jobs_end_and_prints_ndjson_with_json(
+    foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    sim.token_delay = 0.03
+    async with http.post(
+        foreman.url + "/jobs", json={"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 20}}
+    ) as resp:
+        job_id = (await resp.json())["job_id"]
+    code, out, err = await cli("jobs", "watch", job_id, "--json", "--url", foreman.url)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    transitions = [line for line in lines if line["event"] == "transition"]
+    assert [t["data"]["state"] for t in transitions] == ["queued", "loading", "working", "done"]
+    history = await foreman.store.outbox.events(job_id)
+    assert [t["id"] for t in transitions] == [e["event_id"] for e in history]
+    assert all(t["id"] == t["data"]["event_id"] for t in transitions)
+    progress = [line for line in lines if line["event"] == "progress"]
+    assert progress and all(p["id"] is None and p["data"]["state"] == "working" for p in progress)
+
+    code, out, _ = await cli("jobs", "watch", job_id, "--url", foreman.url)  # ended: its history, exit 0
+    assert code == 0
+    assert out.splitlines()[0] == f"job {job_id}  llama3.2:latest"
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["queued", "loading", "working", "done"]
+    assert re.fullmatch(r"\S+  done       20 tokens  [\d.]+ tokens/s  [\d.]+s", out.splitlines()[-1]), out
+
+    sim.inject(Fault("status", status=500, message="simulated failure"))
+    async with http.post(foreman.url + "/jobs", json={"model": "llama3.2", "messages": HELLO}) as resp:
+        failed = (await resp.json())["job_id"]
+    code, out, _ = await cli("jobs", "watch", failed, "--url", foreman.url)
+    assert code == 1 and "failed     simulated failure" in out
+
+    code, _, err = await cli("jobs", "watch", "01NOPE", "--url", foreman.url)
+    assert code == 1 and "404 job 01NOPE not found" in err
+    code, _, err = await cli("jobs", "watch", job_id, "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 2 and "did not answer" in err
+
+
+async def test_jobs_watch_renders_a_queued_jobs_position_and_progress_then_a_cancel_exits_1(
+    foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    sim.token_delay = 0.05
+    body = {"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 400}}
+    async with http.post(foreman.url + "/jobs", json=body) as resp:
+        running = (await resp.json())["job_id"]
+    async with http.post(foreman.url + "/jobs", json={**body, "model": "qwen3"}) as resp:
+        queued = (await resp.json())["job_id"]
+    watching = [asyncio.ensure_future(cli("jobs", "watch", job, "--url", foreman.url)) for job in (running, queued)]
+    await sim.wait_for(lambda: any(r.kind == "chat" and r.chunks_sent > 10 for r in sim.requests))
+    for _ in range(100):  # both watchers connected: two readers of job feeds
+        if foreman.feed.listeners == 2:
+            break
+        await asyncio.sleep(0.05)
+    for job in (queued, running):
+        async with http.delete(f"{foreman.url}/jobs/{job}") as resp:
+            assert resp.status == 200
+    (code_r, out_r, _), (code_q, out_q, _) = await asyncio.gather(*watching)
+    assert code_r == 1 and code_q == 1
+    assert "queued     position 1" in out_q and "cancelled  cancelled through the job API" in out_q
+    assert re.search(r"\d+ tokens  [\d.]+ tokens/s  [\d.]+s", out_r), out_r
+
+
+async def test_jobs_submit_wait_follows_the_feed_and_exits_by_the_end(
+    foreman: Daemon, sim: Simulator, tmp_path: Path
+) -> None:
+    payload = tmp_path / "job.json"
+    payload.write_text(json.dumps({"model": "llama3.2", "messages": HELLO}))
+    code, out, _ = await cli("jobs", "submit", str(payload), "--wait", "--url", foreman.url)  # no limit
+    assert code == 0 and json.loads(out)["state"] == "done"
+    sim.inject(Fault("status", status=500, message="simulated failure"))
+    code, out, _ = await cli("jobs", "submit", str(payload), "--url", foreman.url, "--wait", "10")
+    assert code == 1 and json.loads(out)["error"] == "simulated failure"
+    sim.token_delay = 0.05
+    payload.write_text(json.dumps({"model": "llama3.2", "messages": HELLO, "options": {"num_predict": 400}}))
+    code, out, _ = await cli("jobs", "submit", str(payload), "--url", foreman.url, "--wait", "0.5")
+    job = json.loads(out)
+    assert code == 1 and job["state"] == "working"  # not ended in time: shown as it stands
+    async with aiohttp.ClientSession() as http, http.delete(f"{foreman.url}/jobs/{job['job_id']}"):
+        pass
+
+
 async def test_status_against_something_that_is_not_foreman_exits_2(sim: Simulator) -> None:
     code, out, _ = await cli("status", "--url", sim.url)  # answers, but /healthz is a 404 page
     assert code == 2 and "UNREACHABLE" in out
@@ -129,6 +210,7 @@ def test_the_operator_cli_imports_neither_tornado_nor_aiohttp() -> None:
         "import sys\n"
         "from foreman.cli import main\n"
         "code = main(['status', '--url', 'http://127.0.0.1:9'])\n"
+        "main(['jobs', 'watch', '01NOPE', '--url', 'http://127.0.0.1:9'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tornado', 'aiohttp'))\n"
         "print('EXIT', code, 'HEAVY', heavy)\n"
     )

@@ -531,6 +531,8 @@ JOB_API = {
     ("/jobs/{}", "get"),
     ("/jobs/{}", "delete"),
     ("/jobs/{}/artifacts/{}", "get"),
+    ("/jobs/{}/events", "get"),
+    ("/events", "get"),
     ("/healthz", "get"),
     ("/metrics", "get"),
 }
@@ -651,6 +653,17 @@ async def test_live_answers_and_webhook_events_validate_against_the_spec(
             await expect(resp, spec, "/jobs/{}/artifacts/{}", "get", 200)
             assert resp.headers["Content-Type"] == artifact["content_type"]
             assert len(await resp.read()) == artifact["size"]
+
+    # the job's event feed: its history at once (it has ended), 204 after its last event, 404
+    async with http.get(f"{url}/jobs/{running}/events") as resp:
+        stream = await expect(resp, spec, "/jobs/{}/events", "get", 200)
+    last_id = [line for line in stream.decode().splitlines() if line.startswith("id: ")][-1][4:]
+    async with http.get(f"{url}/jobs/{running}/events", headers={"Last-Event-ID": last_id}) as resp:
+        assert resp.status == 204 and str(resp.status) in operation(spec, "/jobs/{}/events", "get")["responses"]
+    async with http.get(f"{url}/jobs/01NOPE/events") as resp:
+        await expect(resp, spec, "/jobs/{}/events", "get", 404)
+    async with http.get(f"{url}/events?state=paused") as resp:
+        await expect(resp, spec, "/events", "get", 400)
 
     # failed, with the target's error
     sim.inject(Fault("status", status=500, message="simulated failure"))

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port
+import aiohttp
+
+from foreman.signing import signature_headers
+from tests.conftest import ROOT, StartForeman, free_port
 
 README = (ROOT / "README.md").read_text()
 
@@ -74,3 +79,78 @@ async def test_the_try_out_answers_a_chat(tmp_path: Path) -> None:
         for proc in (foreman, sim):
             proc.terminate()
             await proc.wait()
+
+
+async def test_the_client_snippet_submits_waits_and_reads_the_text(start_foreman: StartForeman) -> None:
+    """ "Python client": the three lines, run as written (the URL moved to this test's foreman)."""
+    foreman = await start_foreman()
+    snippet = next(b for b in blocks("python") if "from foreman.client import Foreman" in b)
+    assert 'Foreman("http://127.0.0.1:8080"' in snippet
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        snippet.replace("http://127.0.0.1:8080", foreman.url),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    state, *words = out.decode().split()
+    assert state == "done" and len(words) >= 3
+
+
+async def test_the_receiver_snippet_verifies_dedupes_and_refuses(
+    start_foreman: StartForeman, http: aiohttp.ClientSession
+) -> None:
+    """ "Webhooks": the aiohttp receiver, run as written (its secret and port moved), receiving a
+    real foreman's signed deliveries, a redelivery and a forgery."""
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    snippet = next(b for b in blocks("python") if "from foreman.webhooks import" in b and "run_app" in b)
+    assert len([line for line in snippet.splitlines() if line.strip()]) <= 16
+    port = free_port()
+    code = snippet.replace('"whsec_..."', repr(secret)).replace("port=9000", f"port={port}")
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert receiver.stdout is not None
+    stdout = receiver.stdout
+
+    async def handled() -> list[str]:
+        """The next event the receiver handled (its print), past aiohttp's own banner."""
+        while True:
+            words = (await asyncio.wait_for(stdout.readline(), 10)).decode().split()
+            if words[:1] != ["========"] and words[:1] != ["(Press"]:
+                return words
+
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        for _ in range(200):
+            try:
+                async with http.post(url, data=b"{}") as resp:
+                    assert resp.status == 401  # unsigned
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        foreman = await start_foreman(webhook_secret=secret)
+        body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "state_webhook_url": url}
+        async with http.post(foreman.url + "/jobs", json=body) as resp:
+            job_id = (await resp.json())["job_id"]
+        lines = [await handled() for _ in range(4)]
+        assert lines == [[job_id, state] for state in ("queued", "loading", "working", "done")]
+        # A redelivery of the `done` event (signed afresh, as foreman's retries are): answered, not handled.
+        (payload,) = [e["payload"] for e in await foreman.store.outbox.events(job_id) if e["state"] == "done"]
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = signature_headers(secret, payload["event_id"], int(time.time()), raw)
+        async with http.post(url, data=raw, headers=headers) as resp:
+            assert resp.status == 200
+        async with http.post(url, data=raw.replace(b'"done"', b'"failed"'), headers=headers) as resp:
+            assert resp.status == 401  # tampered
+        marker = {**payload, "event_id": "01MARKER", "state": "marker"}
+        raw = json.dumps(marker).encode()
+        async with http.post(url, data=raw, headers=signature_headers(secret, "01MARKER", int(time.time()), raw)):
+            pass
+        assert await handled() == [job_id, "marker"]
+    finally:
+        receiver.terminate()
+        await receiver.wait()

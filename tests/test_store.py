@@ -226,7 +226,7 @@ async def test_a_write_waits_for_another_process_holding_the_database(store: Sto
     assert not writing.done()  # not failed with "database is locked": waiting, off the loop
     other.execute("COMMIT")
     other.close()
-    assert await writing == job.id
+    assert (await writing)[0] == job.id
     assert (await store.jobs.get_job(job.id)) is not None
 
 

@@ -6,14 +6,16 @@ import asyncio
 import hashlib
 import hmac
 import signal
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from foreman import webhooks
 from foreman.server import Daemon
-from foreman.signing import signing_key
+from foreman.signing import signature_headers, signing_key
 from foreman.simulator import Simulator
 from tests.conftest import Receiver, SpawnForeman, StartForeman, free_port, read_db, wait_healthy
 
@@ -182,3 +184,45 @@ async def test_kill_9_while_working_and_after_done_before_delivery(
             assert states[-1] == "done" and states[0] == "queued"
     finally:
         await receiver.stop()
+
+
+# --- foreman.webhooks: what a receiver runs ---------------------------------------------------
+
+
+async def test_verify_accepts_foremans_deliveries_and_refuses_tampering_wrong_secrets_and_old_ones(
+    start_foreman: StartForeman, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    foreman = await start_foreman(webhook_secret=SECRET)
+    job_id = await submit(http, foreman.url, receiver.url)
+    await receiver.wait_for(lambda: len(receiver.accepted()) == 4)
+    for delivery in receiver.deliveries:
+        event = webhooks.verify(delivery["body"], delivery["headers"], SECRET)  # headers in their own case
+        assert event == delivery["json"] and event["job_id"] == job_id
+    delivery = receiver.deliveries[0]
+    body, headers = delivery["body"], delivery["headers"]
+    refusals = {
+        "tampered body": (body.replace(b'"queued"', b'"done"'), headers, SECRET),
+        "wrong secret": (body, headers, "whsec_" + "A" * 32),
+        "a plain wrong secret": (body, headers, "not-the-secret"),
+        "no signature": (body, {k: v for k, v in headers.items() if k.lower() != "webhook-signature"}, SECRET),
+        "no timestamp": (body, {k: v for k, v in headers.items() if k.lower() != "webhook-timestamp"}, SECRET),
+    }
+    for why, (b, h, secret) in refusals.items():
+        with pytest.raises(webhooks.InvalidSignature):
+            webhooks.verify(b, h, secret)
+            raise AssertionError(f"accepted: {why}")
+    # Signed by foreman's own code, but 10 minutes ago: a replay. Accepted only without a tolerance.
+    old = signature_headers(SECRET, delivery["json"]["event_id"], int(time.time()) - 600, body)
+    with pytest.raises(webhooks.InvalidSignature, match="more than 300s away from now"):
+        webhooks.verify(body, old, SECRET)
+    assert webhooks.verify(body, old, SECRET, tolerance=None)["event_id"] == delivery["json"]["event_id"]
+
+
+def test_the_deduplicator_lets_each_event_through_once_and_stays_bounded() -> None:
+    seen = webhooks.Deduplicator(size=3)
+    assert [seen.is_new(i) for i in ("a", "b", "a", "c", "d")] == [True, True, False, True, True]
+    assert len(seen) == 3 and "b" not in seen and "a" in seen  # "b" was the oldest touched
+    seen.forget("a")  # handling it failed: foreman's retry is handled
+    assert seen.is_new("a")
+    with pytest.raises(ValueError):
+        webhooks.Deduplicator(size=0)

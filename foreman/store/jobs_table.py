@@ -3,7 +3,6 @@ outbox events, and the queue (docs/adr/0004, 0012)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -12,7 +11,7 @@ from typing import Any
 
 from foreman.clock import new_id, now
 from foreman.errors import QueueFull, Unprocessable
-from foreman.events import EventSource
+from foreman.events import Event, EventSource, dump, stored_body
 from foreman.job import Job
 from foreman.store.database import Database
 from foreman.store.health import StorageHealth
@@ -105,16 +104,19 @@ class JobsTable:
         """A write that changes nothing; StorageUnavailable while the storage refuses writes."""
         await self._db.probe()
 
-    async def create_job(self, job: Job, durable: bool = True, max_queued: int | None = None) -> str:
+    async def create_job(
+        self, job: Job, durable: bool = True, max_queued: int | None = None
+    ) -> tuple[str, list[Event]]:
         """Insert a queued job (see job.new_job) and its first outbox event, atomically.
 
-        Returns its id; for a repeated idempotency key, the id of the job that key made first.
-        With `max_queued` jobs or more queued already, raises QueueFull (counted inside the
-        same transaction, so concurrent submits cannot overshoot; the count stops at the bound).
-        Raises Unprocessable when that key came with another body (nothing is written).
+        Returns its id and the event written; for a repeated idempotency key, the id of the
+        job that key made first and no event. With `max_queued` jobs or more queued already,
+        raises QueueFull (counted inside the same transaction, so concurrent submits cannot
+        overshoot; the count stops at the bound). Raises Unprocessable when that key came with
+        another body (nothing is written).
         """
 
-        def insert(db: sqlite3.Connection) -> str:
+        def insert(db: sqlite3.Connection) -> tuple[str, list[Event]]:
             if job.idempotency_key is not None:
                 row = db.execute(
                     "SELECT id, body_sha256 FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
@@ -126,49 +128,48 @@ class JobsTable:
                             f"Idempotency-Key {job.idempotency_key!r} was already used, for job {first},"
                             " with a different body"
                         )
-                    return first
+                    return first, []
             if max_queued is not None:
                 (queued,) = db.execute(
                     "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT ?)", (max_queued,)
                 ).fetchone()
                 if queued >= max_queued:
                     raise QueueFull
-            self._insert_job(db, job)
-            return job.id
+            return job.id, self._insert_folded(db, job, ())
 
         return await self._db.write(insert, durable, small=True)
 
-    async def apply(self, change: Change, durable: bool = True) -> bool:
-        """Persist one transition as a compare-and-swap plus its outbox event.
+    async def apply(self, change: Change, durable: bool = True) -> list[Event]:
+        """Persist one transition as a compare-and-swap plus its outbox event; returns the event.
 
-        False when the job was no longer in `change.source` (nothing written).
+        Empty when the job was no longer in `change.source` (nothing written).
         """
         return await self._db.write(lambda db: self._apply_change(db, change), durable, small=True)
 
-    async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> bool:
+    async def apply_batch(self, new: Job | None, changes: Sequence[Change], durable: bool = True) -> list[Event]:
         """Create `new` (if given) and apply `changes` in order, in one transaction: all or nothing.
 
-        False (and nothing written) when any compare-and-swap missed.
+        Returns the events written, in order; empty (and nothing written) when any
+        compare-and-swap missed.
         """
 
-        def batch(db: sqlite3.Connection) -> bool:
+        def batch(db: sqlite3.Connection) -> list[Event]:
             if new is not None:
-                self._insert_folded(db, new, changes)
-                return True
+                return self._insert_folded(db, new, changes)
+            events: list[Event] = []
             for change in changes:
-                if not self._apply_change(db, change):
+                written = self._apply_change(db, change)
+                if not written:
                     raise _StaleBatch
-            return True
+                events += written
+            return events
 
         try:
             return await self._db.write(batch, durable, small=True)
         except _StaleBatch:
-            return False
+            return []
 
-    def _insert_job(self, db: sqlite3.Connection, job: Job) -> None:
-        self._insert_folded(db, job, ())
-
-    def _insert_folded(self, db: sqlite3.Connection, new: Job, changes: Sequence[Change]) -> None:
+    def _insert_folded(self, db: sqlite3.Connection, new: Job, changes: Sequence[Change]) -> list[Event]:
         """Insert a new job as `changes` leave it, with one event per state it passed through.
 
         Nobody else can have moved a job that is not in the database yet, so its transitions
@@ -176,7 +177,7 @@ class JobsTable:
         """
         row = {name: getattr(new, name) for name in _JOB_FIELDS[1:]}
         source = EventSource(**{name: row[name] for name in EventSource._fields})
-        events = [self._event_row(source, None, None, new.created_at)]
+        events = [self._event(source, None, None, new.created_at)]
         for change in changes:
             unknown = set(change.fields) - _UPDATABLE
             if unknown:
@@ -186,13 +187,14 @@ class JobsTable:
             ts = now()
             row.update(change.fields, state=change.dest.value, updated_at=ts)
             source = EventSource(**{name: row[name] for name in EventSource._fields})
-            events.append(self._event_row(source, change.source, change, ts))
+            events.append(self._event(source, change.source, change, ts))
         db.execute(_INSERT_JOB, tuple(row.values()))
         for change in changes:
             self._insert_artifacts(db, change)
-        db.executemany(_INSERT_EVENT, events)
+        db.executemany(_INSERT_EVENT, [row for row, _ in events])
+        return [event for _, event in events]
 
-    def _apply_change(self, db: sqlite3.Connection, change: Change) -> bool:
+    def _apply_change(self, db: sqlite3.Connection, change: Change) -> list[Event]:
         unknown = set(change.fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable by a transition: {sorted(unknown)}")
@@ -204,12 +206,13 @@ class JobsTable:
             (change.dest.value, ts, *change.fields.values(), change.job_id, change.source.value),
         ).fetchone()
         if row is None:
-            return False
+            return []
         if change.dest is State.LOADING:
             db.execute(_OVERTAKEN, {"runner": row[_RUNNER_AT], "id": change.job_id})
         self._insert_artifacts(db, change)
-        db.execute(_INSERT_EVENT, self._event_row(EventSource(*row), change.source, change, ts))
-        return True
+        event_row, event = self._event(EventSource(*row), change.source, change, ts)
+        db.execute(_INSERT_EVENT, event_row)
+        return [event]
 
     @staticmethod
     def _insert_artifacts(db: sqlite3.Connection, change: Change) -> None:
@@ -221,13 +224,16 @@ class JobsTable:
             [(change.job_id, a.name, a.content_type, a.data) for a in artifacts],
         )
 
-    def _event_row(
+    def _event(
         self, job: EventSource, previous: State | None, change: Change | None, ts: float
-    ) -> tuple[str, str, str, str | None, bytes, float, str | None]:
+    ) -> tuple[tuple[str, str, str, str | None, bytes, float, str | None], Event]:
+        """The outbox row of a transition, and the event as the feeds send it (docs/adr/0030)."""
         event_id = new_id()
-        payload = self._build_event(job, event_id, previous, change, ts)
-        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        return (event_id, job.id, job.state, previous.value if previous else None, data, ts, job.webhook_url)
+        body = self._build_event(job, event_id, previous, change, ts)
+        stored = stored_body(body, job.webhook_url)
+        data = dump(stored)
+        row = (event_id, job.id, job.state, previous.value if previous else None, data, ts, job.webhook_url)
+        return row, Event(body, data if len(stored) == len(body) else None)
 
     async def get_job(self, job_id: str) -> Job | None:
         rows = await self._db.read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))

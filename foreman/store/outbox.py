@@ -60,6 +60,13 @@ class Outbox:
         )
         return [{**dict(zip(keys, r, strict=True)), "payload": json.loads(r[3])} for r in rows]
 
+    async def history(self, job_id: str) -> list[tuple[bytes, str | None]]:
+        """The job's events in order: each stored payload and the webhook URL it was stored for."""
+        rows = await self._db.read(
+            "SELECT payload, webhook_url FROM events INDEXED BY events_job WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
+        return [(bytes(r[0]), r[1]) for r in rows]
+
     async def due_events(self, at: float, limit: int = 50) -> list[OutboxEvent]:
         rows = await self._db.read(_DUE, (at, limit))
         return [OutboxEvent(*row) for row in rows]
