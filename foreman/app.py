@@ -16,7 +16,7 @@ from foreman.handlers.health import HealthHandler, MetricsHandler
 from foreman.handlers.inventory import ManagementHandler, PsHandler, ShowHandler, TagsHandler, VersionHandler
 from foreman.handlers.job_api import ArtifactHandler, JobHandler, JobsHandler
 from foreman.handlers.ollama import GenerationHandler, RootHandler
-from foreman.handlers.openai import ModelHandler, ModelsHandler, OpenAIGenerationHandler
+from foreman.handlers.openai import ModelHandler, ModelsHandler, OpenAIEmbedHandler, OpenAIGenerationHandler
 from foreman.job import CHAT, GENERATE, V1_CHAT, V1_COMPLETIONS
 from foreman.job_service import JobService
 from foreman.job_views import JobViews
@@ -63,7 +63,7 @@ def make_app(face: Face) -> Application:
         (r"/v1/completions", OpenAIGenerationHandler, {**generation, "endpoint": V1_COMPLETIONS}),
         (r"/v1/models", ModelsHandler, snapshot),
         (r"/v1/models/(.+)", ModelHandler, proxy),
-        (r"/v1/embeddings", EmbedHandler, {**base, "target": face.embed_target}),
+        (r"/v1/embeddings", OpenAIEmbedHandler, {**base, "target": face.embed_target}),
         (
             r"/healthz",
             HealthHandler,

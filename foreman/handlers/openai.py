@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from foreman.errors import ForemanError
-from foreman.handlers.base import dump, status_of
+from foreman.handlers.base import BaseHandler, dump, status_of
+from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.inventory import ProxyHandler, TagsHandler
 from foreman.handlers.ollama import GenerationHandler
 from foreman.job import Submission
@@ -25,6 +26,17 @@ def openai_error(message: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": None, "code": None}}
 
 
+def write_openai_error(handler: BaseHandler, exc: BaseException | None) -> bool:
+    """foreman's own refusal in OpenAI's shape; False for anything else (the base shapes it)."""
+    if not isinstance(exc, ForemanError):
+        return False
+    status = status_of(exc)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(dump(openai_error(exc.message, status)))
+    return True
+
+
 class OpenAIGenerationHandler(GenerationHandler):
     """POST /v1/chat/completions and /v1/completions: queued jobs, like /api/chat."""
 
@@ -32,14 +44,16 @@ class OpenAIGenerationHandler(GenerationHandler):
         return parse_openai(self.endpoint, self.body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if not isinstance(exc, ForemanError):
+        if not write_openai_error(self, kwargs.get("exc_info", (None, None, None))[1]):
             super().write_error(status_code, **kwargs)
-            return
-        status = status_of(exc)
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(dump(openai_error(exc.message, status)))
+
+
+class OpenAIEmbedHandler(EmbedHandler):
+    """POST /v1/embeddings: the embeddings bypass, foreman's refusals in OpenAI's shape."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if not write_openai_error(self, kwargs.get("exc_info", (None, None, None))[1]):
+            super().write_error(status_code, **kwargs)
 
 
 class ModelsHandler(TagsHandler):
