@@ -7,8 +7,11 @@ and it keeps lone surrogates, which later failed to encode (a third 500). Here a
 read as Go reads it (docs/wire.md section 0, docs/adr/0023): one JSON value, whatever follows
 it ignored; Go's nesting limit (`MAX_DEPTH`); Go's syntax error texts. A number beyond
 float64 becomes a `BigNumber`, refused or not by the field it lands in
-(`foreman/go_structs.py`). Stricter than Go, which turns them into U+FFFD: invalid UTF-8
-inside strings and lone surrogate escapes are refused, because foreman stores bodies.
+(`foreman/go_unmarshal.py`); so does an integer past 4,300 digits, while one of 310 to 4,300
+digits stays an int (converting integers in C keeps number-heavy bodies fast): refused in
+number fields, but in an `interface{}` field left to the target, which refuses it alike.
+Stricter than Go, which turns them into U+FFFD: invalid UTF-8 inside strings and lone
+surrogate escapes are refused, because foreman stores bodies.
 
 Every path is the C decoder. A body nested deeper than Python's recursion limit allows is
 decoded again on a thread of its own with a large stack and a recursion budget of exactly
@@ -63,12 +66,6 @@ def _fits(literal: str) -> bool:
     return len(literal) < 300 or float(literal) - float(literal) == 0.0  # inf - inf is nan
 
 
-def _int_checked(literal: str) -> int:
-    if len(literal) < 300 or _fits(literal):  # under 310 digits: far below Python's 4,300
-        return int(literal)
-    raise _Overflow
-
-
 def _float_checked(literal: str) -> float:
     value = float(literal)
     if value - value != 0.0:
@@ -95,7 +92,9 @@ def _scanner(**hooks: Any) -> _Scanner:
     return scan
 
 
-_CHECKED = _scanner(parse_int=_int_checked, parse_float=_float_checked, parse_constant=_CONSTANTS.__getitem__)
+# The common path: integers in C (past 4,300 digits a ValueError sends the body to `_KEPT`),
+# floats through a hook that notices the ones beyond float64.
+_CHECKED = _scanner(parse_float=_float_checked, parse_constant=_CONSTANTS.__getitem__)
 _KEPT = _scanner(parse_int=_int_kept, parse_float=_float_kept, parse_constant=_CONSTANTS.__getitem__)
 # Deep bodies: numbers converted in C, so the recursion budget counts containers only.
 _DEEP = _scanner(parse_constant=_CONSTANTS.__getitem__)
@@ -115,7 +114,7 @@ def decode(body: bytes) -> tuple[Any, bool]:
         raise BadRequest(_after_value(text, end, "top-level value"))
     if bad_utf8 and _LONE.search(text, start, end):
         raise BadRequest(INVALID_UTF8)
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text, start, end):
+    if "\\" in text and _SURROGATE_ESCAPE.search(text, start, end):  # one backslash: memchr
         _refuse_lone_surrogates(value)
     return value, big
 
@@ -194,7 +193,8 @@ def _scan(text: str, i: int) -> tuple[Any, int, bool]:
     except RecursionError:
         return *_deep(text, i, _DEEP), True
     except (StopIteration, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
-        raise BadRequest(_go_error(text, exc)) from None
+        if type(exc) is not ValueError:  # a plain one: an integer past Python's 4,300 digits
+            raise BadRequest(_go_error(text, exc)) from None
     try:
         value, end = _KEPT(text, i)
     except RecursionError:

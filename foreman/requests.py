@@ -1,7 +1,7 @@
 """Request parsing: a request body becomes a `Submission`, with Ollama's own error texts.
 
 Bodies are decoded as Go decodes them (`foreman/json_body.py`) and checked against the
-struct Ollama fills (`foreman/go_structs.py`), so a body Ollama would refuse is refused
+struct Ollama fills (`foreman/ollama_structs.py`, `foreman/go_unmarshal.py`), so a body Ollama would refuse is refused
 here, before anything is queued, with Go's text (docs/adr/0023). Parsing then reads only
 what foreman needs (`model`, `stream`, `keep_alive`, `messages`, `prompt`) and keeps the body
 bytes as they came (docs/adr/0003). Other errors copy Ollama's status codes and texts
@@ -15,7 +15,9 @@ from typing import Any
 
 from foreman import json_body
 from foreman.errors import BadRequest, NotFound
-from foreman.go_structs import (
+from foreman.go_unmarshal import Struct, check
+from foreman.job import CHAT, GENERATE, KIND_GENERATE, KIND_LOAD, KIND_UNLOAD, V1_CHAT, Submission, model_key
+from foreman.ollama_structs import (
     CHAT_REQUEST,
     EMBED_REQUEST,
     EMBEDDING_REQUEST,
@@ -23,10 +25,7 @@ from foreman.go_structs import (
     OPENAI_CHAT_REQUEST,
     OPENAI_COMPLETION_REQUEST,
     OPENAI_EMBED_REQUEST,
-    Struct,
-    check,
 )
-from foreman.job import CHAT, GENERATE, KIND_GENERATE, KIND_LOAD, KIND_UNLOAD, V1_CHAT, Submission, model_key
 
 _GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
 _NATIVE_EMPTY = "missing request body"  # Ollama's handlers; its OpenAI layer says "EOF"

@@ -1,17 +1,17 @@
-"""Ollama's request structs, and the type errors Go's `encoding/json` gives when filling them.
+"""A decoded body checked against a Go struct as `encoding/json` would fill it: Go's type errors.
 
-foreman forwards bodies as they came (docs/adr/0003) and never builds these structs. It checks
-a decoded body (`foreman/json_body.py`) against them at submit, so that what Ollama would
-refuse while decoding is refused before anything is queued, with Go's text (docs/wire.md
-section 0, docs/adr/0023). Declared here: the fields of `api/types.go` and `openai/openai.go`
-with a type worth checking; others are ignored, as Go ignores unknown keys. A key names a field
-as in Go: exactly, else ignoring case; a later duplicate wins. As in Go, the first wrong type
+foreman forwards bodies as they came (docs/adr/0003) and never builds Ollama's structs
+(`foreman/ollama_structs.py`). It checks a decoded body (`foreman/json_body.py`) against them
+at submit, so that what Ollama would refuse while decoding is refused before anything is
+queued, with Go's text (docs/wire.md section 0, docs/adr/0023). A key names a field as in
+Go: exactly, else ignoring case; a later duplicate wins; unknown keys are ignored. As in Go, the first wrong type
 in document order is reported, unless a field decoded by its own `UnmarshalJSON`
 (`keep_alive`, `think`, a chat message) fails first: that error ends the decoding at once.
 """
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 from foreman.errors import BadRequest
@@ -22,6 +22,15 @@ _INT64 = 2**63
 _FLOAT32_MAX = 3.4028235677973366e38  # beyond it, ParseFloat(s, 32) overflows
 _THINK_LEVELS = ("high", "medium", "low", "max")
 _THINK_HELP = '"high", "medium", "low", "max", true, or false'
+_ALL = frozenset((str, bool, int, float, list, dict, BigNumber))
+_STR_OR_NULL = frozenset((str, type(None)))
+_PLAIN = {  # the values of these kinds that are right as they are
+    _STRING: frozenset((str,)),
+    _BOOL: frozenset((bool,)),
+    _RAW: _ALL,
+    _BYTES: frozenset((str, list)),
+    _THINK: frozenset((bool,)),
+}
 # The JSON kinds each Go kind takes (the others are checked further, or take anything).
 _SHAPES: dict[int, tuple[type, ...]] = {
     _STRING: (str,),
@@ -36,7 +45,7 @@ _SHAPES: dict[int, tuple[type, ...]] = {
 class GoType:
     """A Go type as the decoder sees it; `name` is how `reflect.Type.String()` prints it."""
 
-    __slots__ = ("bits", "elem", "kind", "name", "nullable", "struct")
+    __slots__ = ("bits", "elem", "kind", "name", "nullable", "plain", "plain_or_null", "struct")
 
     def __init__(
         self,
@@ -48,14 +57,11 @@ class GoType:
         nullable: bool = False,
         bits: int = 64,
     ) -> None:
-        self.kind, self.name, self.elem, self.struct, self.nullable, self.bits = (
-            kind,
-            name,
-            elem,
-            struct,
-            nullable,
-            bits,
-        )
+        self.kind, self.name, self.elem, self.struct = kind, name, elem, struct
+        self.nullable, self.bits = nullable, bits
+        # The JSON kinds that need no look inside (the fast path); other values are walked.
+        self.plain: frozenset[type] = _PLAIN.get(kind, frozenset())
+        self.plain_or_null = self.plain | {type(None)}
 
 
 class Struct:
@@ -66,6 +72,7 @@ class Struct:
         self.name = type_name.rsplit(".", 1)[-1]  # "ChatRequest", as errors name it
         self.fields = {name: (name, t) for name, t in fields.items()}
         self.folded = {_fold(name): (name, t) for name, t in fields.items()}
+        self.plain = {name: t.plain_or_null for name, t in fields.items() if t.plain}
 
     def field(self, key: str) -> str | None:
         """The field a JSON key fills (its JSON name), None for a key Go ignores."""
@@ -86,7 +93,7 @@ def check(value: dict[str, Any], struct: Struct, big: bool) -> dict[str, Any]:
     """
     walk = _Walk(big)
     resolved: dict[str, Any] = {}
-    fields, folded = struct.fields, struct.folded
+    fields, folded = struct.fields, struct.folded  # exact names first; folding only on a miss
     try:
         for key, item in value.items():
             found = fields.get(key) or folded.get(_fold(key))
@@ -97,7 +104,8 @@ def check(value: dict[str, Any], struct: Struct, big: bool) -> dict[str, Any]:
                 if t.nullable:
                     resolved[name] = None  # null clears a pointer, slice, map or interface
                 continue  # and leaves anything else as it was
-            walk.value(item, t, struct.name, (), name)
+            if type(item) not in t.plain:
+                walk.value(item, t, struct.name, (), name)
             resolved[name] = item
     except _Fatal as fatal:
         raise BadRequest(_text(fatal.error)) from None
@@ -149,17 +157,14 @@ class _Walk:
         shapes = _SHAPES.get(kind)
         if shapes is not None and type(value) not in shapes:
             self.save(_TypeError(_kind(value), t.name, struct, _join(path, name)))
+        elif kind == _SLICE:
+            assert t.elem is not None
+            self._slice(value, t.elem, struct, path, name)
         elif kind in (_INT, _FLOAT):
             self._number(value, t, struct, path, name)
         elif kind in (_ANY, _MAP):
             if self.big and (big := _first_big(value)) is not None:
                 self.save(_TypeError(f"number {_literal(big)}", "float64", struct, _join(path, name)))
-        elif kind == _SLICE:
-            elem = t.elem
-            assert elem is not None
-            for item in value:
-                if item is not None:
-                    self.value(item, elem, struct, path, name)
         elif kind == _STRUCT:
             assert t.struct is not None
             self.fields(value, t.struct, (*path, name))
@@ -173,10 +178,32 @@ class _Walk:
             if type(value) is not str and type(value) is not bool:
                 raise _Fatal(f"think must be a boolean or string ({_THINK_HELP})")
 
+    def _slice(self, value: list[Any], elem: GoType, struct: str, path: tuple[str, ...], name: str) -> None:
+        """An array: whole in C where it can (a long history, a token context), else item by item."""
+        plain = elem.struct.plain if elem.struct is not None else None
+        if plain is not None:  # objects: chat messages, tools
+            if len(value) > 8 and _all_plain(value, plain):
+                return
+            for item in value:
+                if item is not None and not (type(item) is dict and _plain(item, plain)):
+                    self.value(item, elem, struct, path, name)
+            return
+        if elem.kind == _INT:
+            try:  # ints only (bools pass too), each within int64 but -2**63, in one pass
+                if max(map(int.bit_length, value), default=0) < 64:
+                    return
+            except TypeError:
+                pass
+        elif set(map(type, value)) <= elem.plain_or_null:
+            return
+        for item in value:
+            if item is not None:
+                self.value(item, elem, struct, path, name)
+
     def fields(self, value: dict[str, Any], struct: Struct, path: tuple[str, ...]) -> None:
         for key, item in value.items():
             found = struct.fields.get(key) or struct.folded.get(_fold(key))
-            if found is not None and item is not None:
+            if found is not None and item is not None and type(item) not in found[1].plain:
                 self.value(item, found[1], struct.name, path, found[0])
 
     def _number(self, value: Any, t: GoType, struct: str, path: tuple[str, ...], name: str) -> None:
@@ -191,17 +218,18 @@ class _Walk:
     def _message(self, value: Any, t: GoType, struct: str, path: tuple[str, ...], name: str) -> None:
         """api.Message decodes itself (through a local type `Alias`); its first error is final,
         named from the enclosing struct (`addErrorContext`)."""
-        inner = _Walk(self.big)
+        saved, self.saved = self.saved, None
         error: _Error | None
         try:
             if type(value) is dict:
                 assert t.struct is not None
-                inner.fields(value, t.struct, ())
-                error = inner.saved
+                self.fields(value, t.struct, ())
+                error = self.saved
             else:
                 error = _TypeError(_kind(value), "api.Alias")
         except _Fatal as fatal:
             error = fatal.error
+        self.saved = saved
         if error is None:
             return
         if isinstance(error, _TypeError):
@@ -220,6 +248,23 @@ class _Walk:
         elif type(value) not in (int, float):
             go_type = {bool: "bool", dict: "map[string]interface {}", list: "[]interface {}"}[type(value)]
             raise _Fatal(f"Unsupported type: '{go_type}'")
+
+
+def _all_plain(items: list[dict[str, Any]], plain: dict[str, frozenset[type]]) -> bool:
+    """`_plain` for a whole array of objects whose members are all strings (chat messages), in C."""
+    keys = set(chain.from_iterable(items))
+    if not keys <= plain.keys() or not set(map(type, chain.from_iterable(map(dict.values, items)))) <= _STR_OR_NULL:
+        return False
+    return all(str in plain[key] for key in keys)
+
+
+def _plain(value: dict[str, Any], plain: dict[str, frozenset[type]]) -> bool:
+    """Whether every key of `value` names a field whose value is right as it is (else: walk it)."""
+    for key, item in value.items():
+        kinds = plain.get(key)
+        if kinds is None or type(item) not in kinds:
+            return False
+    return True
 
 
 def _join(path: tuple[str, ...], name: str) -> str:
@@ -371,160 +416,19 @@ THINK = _t(_THINK, "api.ThinkValue", nullable=True)
 IMAGES = _t(_SLICE, "[]api.ImageData", elem=_t(_BYTES, "api.ImageData"), nullable=True)
 
 
-def _slice(elem: GoType, name: str) -> GoType:
+def slice_of(elem: GoType, name: str) -> GoType:
+    """A Go slice (`name` as Go prints it: `[]api.Message`, or a named type: `api.Tools`)."""
     return _t(_SLICE, name, elem=elem, nullable=True)
 
 
-def _struct(struct: Struct, *, nullable: bool = False) -> GoType:
+def struct_of(struct: Struct, *, nullable: bool = False) -> GoType:
+    """A struct field (`nullable`: a pointer to one)."""
     return _t(_STRUCT, struct.type_name, struct=struct, nullable=nullable)
 
 
-_TOOL = Struct(
-    "api.Tool",
-    {
-        "type": STRING,
-        "items": ANY,
-        "function": _struct(
-            Struct(
-                "api.ToolFunction",
-                {
-                    "name": STRING,
-                    "description": STRING,
-                    "parameters": _struct(
-                        Struct(
-                            "api.ToolFunctionParameters",
-                            {"type": STRING, "$defs": ANY, "items": ANY, "required": _slice(STRING, "[]string")},
-                        )
-                    ),
-                },
-            )
-        ),
-    },
-)
-_TOOL_CALL = Struct(
-    "api.ToolCall",
-    {
-        "id": STRING,
-        "function": _struct(Struct("api.ToolCallFunction", {"index": INT, "name": STRING, "arguments": ANY})),
-    },
-)
-_MESSAGE_TYPE = _t(
-    _MESSAGE,
-    "api.Message",
-    struct=Struct(
-        "api.Message",
-        {
-            "role": STRING,
-            "content": STRING,
-            "thinking": STRING,
-            "images": IMAGES,
-            "tool_calls": _slice(_struct(_TOOL_CALL), "[]api.ToolCall"),
-            "tool_name": STRING,
-            "tool_call_id": STRING,
-        },
-    ),
-)
-_COMMON = {
-    "model": STRING,
-    "stream": BOOL_PTR,
-    "format": RAW,
-    "keep_alive": DURATION,
-    "options": OPTIONS,
-    "think": THINK,
-    "truncate": BOOL_PTR,
-    "shift": BOOL_PTR,
-    "_debug_render_only": BOOL,
-    "logprobs": BOOL,
-    "top_logprobs": INT,
-}
-CHAT_REQUEST = Struct(
-    "api.ChatRequest",
-    {**_COMMON, "messages": _slice(_MESSAGE_TYPE, "[]api.Message"), "tools": _slice(_struct(_TOOL), "api.Tools")},
-)
-GENERATE_REQUEST = Struct(
-    "api.GenerateRequest",
-    {
-        **_COMMON,
-        "prompt": STRING,
-        "suffix": STRING,
-        "system": STRING,
-        "template": STRING,
-        "context": _slice(INT, "[]int"),
-        "raw": BOOL,
-        "images": IMAGES,
-    },
-)
-EMBED_REQUEST = Struct(
-    "api.EmbedRequest",
-    {
-        "model": STRING,
-        "input": ANY,
-        "keep_alive": DURATION,
-        "truncate": BOOL_PTR,
-        "dimensions": INT,
-        "options": OPTIONS,
-    },
-)
-EMBEDDING_REQUEST = Struct(
-    "api.EmbeddingRequest", {"model": STRING, "prompt": STRING, "keep_alive": DURATION, "options": OPTIONS}
-)
+def message_of(struct: Struct) -> GoType:
+    """api.Message, which decodes itself through a local type `Alias` (errors name it)."""
+    return _t(_MESSAGE, struct.type_name, struct=struct)
 
-_STREAM_OPTIONS = _struct(Struct("openai.StreamOptions", {"include_usage": BOOL}), nullable=True)
-_OPENAI_MESSAGE = Struct(
-    "openai.Message",
-    {
-        "role": STRING,
-        "content": ANY,
-        "reasoning": STRING,
-        "tool_calls": _slice(
-            _struct(Struct("openai.ToolCall", {"id": STRING, "index": INT, "type": STRING})), "[]openai.ToolCall"
-        ),
-        "name": STRING,
-        "tool_call_id": STRING,
-    },
-)
-OPENAI_CHAT_REQUEST = Struct(
-    "openai.ChatCompletionRequest",
-    {
-        "model": STRING,
-        "messages": _slice(_struct(_OPENAI_MESSAGE), "[]openai.Message"),
-        "stream": BOOL,
-        "stream_options": _STREAM_OPTIONS,
-        "max_tokens": INT_PTR,
-        "seed": INT_PTR,
-        "stop": ANY,
-        "temperature": FLOAT64_PTR,
-        "frequency_penalty": FLOAT64_PTR,
-        "presence_penalty": FLOAT64_PTR,
-        "top_p": FLOAT64_PTR,
-        "response_format": _struct(Struct("openai.ResponseFormat", {"type": STRING}), nullable=True),
-        "tools": _slice(_struct(_TOOL), "[]api.Tool"),
-        "reasoning": _struct(Struct("openai.Reasoning", {"effort": STRING}), nullable=True),
-        "reasoning_effort": _t(_STRING, "string", nullable=True),
-        "logprobs": BOOL_PTR,
-        "top_logprobs": INT,
-        "_debug_render_only": BOOL,
-    },
-)
-OPENAI_COMPLETION_REQUEST = Struct(
-    "openai.CompletionRequest",
-    {
-        "model": STRING,
-        "prompt": STRING,
-        "frequency_penalty": FLOAT32,
-        "max_tokens": INT_PTR,
-        "presence_penalty": FLOAT32,
-        "seed": INT_PTR,
-        "stop": ANY,
-        "stream": BOOL,
-        "stream_options": _STREAM_OPTIONS,
-        "temperature": FLOAT32_PTR,
-        "top_p": FLOAT32,
-        "suffix": STRING,
-        "logprobs": INT_PTR,
-        "_debug_render_only": BOOL,
-    },
-)
-OPENAI_EMBED_REQUEST = Struct(
-    "openai.EmbedRequest", {"input": ANY, "model": STRING, "dimensions": INT, "encoding_format": STRING}
-)
+
+STRING_PTR = _t(_STRING, "string", nullable=True)
