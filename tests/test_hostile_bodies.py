@@ -36,6 +36,13 @@ STRUCT = {
     "/api/embed": "EmbedRequest",
 }
 PATHS = list(GOOD)
+GOOD.update(
+    {
+        "/v1/completions": {"model": "llama3.2", "prompt": "hi"},
+        "/api/embeddings": {"model": "nomic-embed-text", "prompt": "hi"},
+        "/v1/embeddings": {"model": "nomic-embed-text", "input": "hi"},
+    }
+)
 NINES = "9" * 5000
 
 
@@ -136,6 +143,10 @@ WRONG_TYPES = [
     ("/jobs", '"Stream":"yes"', go("string", "ChatRequest.stream", "bool")),  # keys match as in Go
     ("/api/embed", '"truncate":"no"', go("string", "EmbedRequest.truncate", "bool")),
     ("/api/embed", '"keep_alive":[]', "Unsupported type: '[]interface {}'"),
+    ("/v1/completions", '"prompt":5', go("number", "CompletionRequest.prompt", "string")),
+    ("/v1/completions", '"temperature":3.5e+38', go("number 3.5e+38", "CompletionRequest.temperature", "float32")),
+    ("/api/embeddings", '"prompt":5', go("number", "EmbeddingRequest.prompt", "string")),
+    ("/v1/embeddings", '"dimensions":"all"', go("string", "EmbedRequest.dimensions", "int")),
 ]
 
 
@@ -144,6 +155,17 @@ async def test_a_field_of_the_wrong_type_is_refused_with_gos_text(
     foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession, path: str, member: str, text: str
 ) -> None:
     await assert_refused(foreman, sim, http, path, with_member(path, member.encode()), text)
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [("/api/chat", "missing request body"), ("/api/embed", "missing request body"), ("/v1/chat/completions", "EOF"),
+     ("/v1/embeddings", "EOF"), ("/jobs", "missing request body")],
+)  # fmt: skip
+async def test_an_empty_body_gets_the_text_of_its_api(
+    foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession, path: str, text: str
+) -> None:
+    await assert_refused(foreman, sim, http, path, b" \r\n", text)
 
 
 async def chunks(size: int, piece: int = 16 * 1024) -> AsyncIterator[bytes]:
