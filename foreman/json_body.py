@@ -213,9 +213,12 @@ def _deep(text: str, i: int, decoder: _Scanner) -> tuple[Any, int]:
     (one that also holds a number of more than 4,300 digits).
     """
     slack = 0 if decoder is _DEEP else 4
-    outcome = _run_deep(text, i, decoder, slack)
-    if isinstance(outcome, RecursionError) and "JSON" not in str(outcome) and slack == 0:
-        outcome = _run_deep(text, i, decoder, 1)
+    try:
+        outcome = _run_deep(text, i, decoder, slack)
+        if isinstance(outcome, RecursionError) and "JSON" not in str(outcome) and slack == 0:
+            outcome = _run_deep(text, i, decoder, 1)
+    except _NoDeepThread:  # this host will not give the decoder the stack it needs: too deep here
+        raise BadRequest("invalid character '[' exceeded max depth") from None
     if isinstance(outcome, tuple):
         return outcome
     if isinstance(outcome, RecursionError):
@@ -237,10 +240,19 @@ def _offset() -> int:
     for offset in range(-4, 8):
         if isinstance(_on_deep_thread("[" * MAX_DEPTH + "]" * MAX_DEPTH, 0, _DEEP, offset), tuple):
             return offset
-    raise RuntimeError("cannot set a recursion budget for deep JSON bodies")  # pragma: no cover
+    raise _NoDeepThread("no recursion budget decodes MAX_DEPTH levels")  # pragma: no cover
+
+
+class _NoDeepThread(Exception):
+    """The thread for deep bodies cannot be had (its stack size refused, no thread to start)."""
 
 
 def _on_deep_thread(text: str, i: int, decoder: _Scanner, offset: int) -> tuple[Any, int] | BaseException:
+    """Run the decoder on a thread of its own, its stack `_DEEP_STACK`, its recursion budget set.
+
+    The recursion limit is the interpreter's, not the thread's: while this thread decodes, the
+    event loop's thread waits for it in `join` and runs nothing.
+    """
     outcome: list[tuple[Any, int] | BaseException] = []
 
     def run() -> None:
@@ -256,12 +268,15 @@ def _on_deep_thread(text: str, i: int, decoder: _Scanner, offset: int) -> tuple[
         finally:
             sys.setrecursionlimit(limit)
 
-    size = threading.stack_size(_DEEP_STACK)
     try:
-        thread = threading.Thread(target=run, name="foreman-deep-json", daemon=True)
-        thread.start()
-    finally:
-        threading.stack_size(size)
+        size = threading.stack_size(_DEEP_STACK)
+        try:
+            thread = threading.Thread(target=run, name="foreman-deep-json", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(size)
+    except (ValueError, RuntimeError) as exc:
+        raise _NoDeepThread(str(exc)) from None
     thread.join()
     return outcome[0]
 
