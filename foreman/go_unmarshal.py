@@ -45,7 +45,7 @@ _SHAPES: dict[int, tuple[type, ...]] = {
 class GoType:
     """A Go type as the decoder sees it; `name` is how `reflect.Type.String()` prints it."""
 
-    __slots__ = ("bits", "elem", "kind", "name", "nullable", "plain", "plain_or_null", "struct")
+    __slots__ = ("bits", "elem", "items_plain", "kind", "name", "nullable", "plain", "plain_or_null", "struct")
 
     def __init__(
         self,
@@ -62,6 +62,8 @@ class GoType:
         # The JSON kinds that need no look inside (the fast path); other values are walked.
         self.plain: frozenset[type] = _PLAIN.get(kind, frozenset())
         self.plain_or_null = self.plain | {type(None)}
+        # An array of structs: their plain fields (see `_plain`).
+        self.items_plain = elem.struct.plain if elem is not None and elem.struct is not None else None
 
 
 class Struct:
@@ -104,9 +106,18 @@ def check(value: dict[str, Any], struct: Struct, big: bool) -> dict[str, Any]:
                 if t.nullable:
                     resolved[name] = None  # null clears a pointer, slice, map or interface
                 continue  # and leaves anything else as it was
-            if type(item) not in t.plain:
-                walk.value(item, t, struct.name, (), name)
             resolved[name] = item
+            if type(item) in t.plain or (t.kind == _MAP and type(item) is dict and not big):
+                continue  # a string, a bool, options without huge numbers: right as they are
+            plain = t.items_plain  # a short chat history of plain messages (a longer one: `_all_plain`)
+            if (
+                plain is not None
+                and type(item) is list
+                and len(item) <= 8
+                and all(type(x) is dict and _plain(x, plain) for x in item)
+            ):
+                continue
+            walk.value(item, t, struct.name, (), name)
     except _Fatal as fatal:
         raise BadRequest(_text(fatal.error)) from None
     if walk.saved is not None:
