@@ -36,6 +36,7 @@ from foreman.handlers.ollama import GenerationHandler, RootHandler
 from foreman.handlers.openai import (
     ModelHandler,
     ModelsHandler,
+    OpenAIEmbedHandler,
     OpenAIGenerationHandler,
     ResponsesHandler,
     TranscriptionHandler,
@@ -115,7 +116,8 @@ def make_app(face: Face) -> Application:
         if route is Route.JOB:
             routes.append((pattern, generation_handlers[path], {**generation, "endpoint": path}))
         elif route is Route.EMBEDDING:
-            routes.append((pattern, EmbedHandler, {**base, "target": face.embed_target}))
+            embed = OpenAIEmbedHandler if path.startswith("/v1/") else EmbedHandler
+            routes.append((pattern, embed, {**base, "target": face.embed_target}))
         elif route is Route.MANAGEMENT:
             routes.append((pattern, ManagementHandler, management))
         else:

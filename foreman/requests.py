@@ -1,21 +1,25 @@
 """Request parsing: a request body becomes a `Submission`, with Ollama's own error texts.
 
-Parsing reads only what foreman needs (`model`, `stream`, `keep_alive`, `messages`,
-`prompt`) and keeps the body bytes as they came (docs/adr/0003). Errors copy
-Ollama's status codes and texts (docs/wire.md sections 0 and 5).
+Bodies are decoded as Go decodes them (`foreman/json_body.py`) and checked against the
+struct Ollama fills (`foreman/ollama_structs.py`, `foreman/go_unmarshal.py`), so a body Ollama would refuse is refused
+here, before anything is queued, with Go's text (docs/adr/0023). Parsing then reads only
+what foreman needs (`model`, `stream`, `keep_alive`, `messages`, `prompt`) and keeps the body
+bytes as they came (docs/adr/0003). Other errors copy Ollama's status codes and texts
+(docs/wire.md sections 0 and 5).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
 
+from foreman import json_body
 from foreman.errors import BadRequest, NotFound
+from foreman.go_unmarshal import Struct, check
 from foreman.job import (
     CHAT,
     GENERATE,
@@ -31,33 +35,44 @@ from foreman.job import (
     Submission,
     model_key,
 )
+from foreman.ollama_structs import (
+    CHAT_REQUEST,
+    EMBED_REQUEST,
+    EMBEDDING_REQUEST,
+    GENERATE_REQUEST,
+    OPENAI_CHAT_REQUEST,
+    OPENAI_COMPLETION_REQUEST,
+    OPENAI_EMBED_REQUEST,
+)
 from foreman.runner import runner_key, runner_options
 
 _GO_DURATION = re.compile(r"([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
+_NATIVE_EMPTY = "missing request body"  # Ollama's handlers; its OpenAI layer says "EOF"
+_EMBEDDINGS = {
+    "/api/embed": (EMBED_REQUEST, _NATIVE_EMPTY),
+    "/api/embeddings": (EMBEDDING_REQUEST, _NATIVE_EMPTY),
+    "/v1/embeddings": (OPENAI_EMBED_REQUEST, "EOF"),
+}
 
 
-def decode_body(body: bytes, go_type: str) -> dict[str, Any]:
-    """Decode a JSON request body the way Ollama's handlers do, with their error texts."""
-    if not body:
-        raise BadRequest("missing request body")
+def decode_body(body: bytes, struct: Struct, empty: str = _NATIVE_EMPTY) -> dict[str, Any]:
+    """Decode a JSON request body the way Ollama's handlers do: the struct's fields, by JSON name."""
+    data, big = decode_object(body, struct, empty)
+    return check(data, struct, big)
+
+
+def decode_object(body: bytes, struct: Struct, empty: str = _NATIVE_EMPTY) -> tuple[dict[str, Any], bool]:
+    """The body's object as sent (every key) and whether it may hold numbers beyond float64."""
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise BadRequest("invalid character looking for beginning of value") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(_go_json_error(body, exc)) from None
+        data, big = json_body.decode(body)
+    except json_body.EmptyBody:
+        raise BadRequest(empty) from None
     if data is None:
-        return {}
+        return {}, big
     if not isinstance(data, dict):
         kind = {list: "array", str: "string", bool: "bool"}.get(type(data), "number")
-        raise BadRequest(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
-    return data
-
-
-def _go_json_error(body: bytes, exc: json.JSONDecodeError) -> str:
-    if exc.pos >= len(exc.doc.rstrip()):
-        return "unexpected EOF"
-    return f"invalid character {exc.doc[exc.pos]!r} looking for beginning of value"
+        raise BadRequest(f"json: cannot unmarshal {kind} into Go value of type {struct.type_name}")
+    return data, big
 
 
 def is_zero_keep_alive(value: Any) -> bool:
@@ -80,19 +95,19 @@ def parse_submission(endpoint: str, body: bytes, *, keep_alive: float | None = N
 
     `keep_alive` (seconds) is added to a body that names none (the worker model's pin).
     """
-    data = decode_body(body, _go_type(endpoint))
-    model, kind = _model_and_kind(endpoint, data)
-    if keep_alive is not None and "keep_alive" not in data:
+    fields = decode_body(body, CHAT_REQUEST if endpoint == CHAT else GENERATE_REQUEST)
+    model, kind = _model_and_kind(endpoint, fields)
+    if keep_alive is not None and "keep_alive" not in fields:
         body = with_keep_alive(body, keep_alive)
     return Submission(
         endpoint=endpoint,
         model=model_key(model),
         name=model,
         kind=kind,
-        stream=data.get("stream") is not False,
+        stream=fields.get("stream") is not False,
         body=body,
         sync=sync,
-        runner=runner_key(model_key(model), runner_options(data)),
+        runner=runner_key(model_key(model), runner_options(fields)),
     )
 
 
@@ -100,23 +115,25 @@ def parse_openai(endpoint: str, body: bytes) -> Submission:
     """An OpenAI-compatible request (`/v1/chat/completions`, `/v1/completions`), queued like
     `/api/chat`. Its `stream` defaults to false, as in Ollama's OpenAI layer, which ignores
     `keep_alive`: the body goes as it came."""
-    try:
-        data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("invalid JSON in request body") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
+    fields = decode_body(body, OPENAI_CHAT_REQUEST if endpoint == V1_CHAT else OPENAI_COMPLETION_REQUEST, "EOF")
+    model = fields.get("model")
+    if not model:
         raise BadRequest("model is required")
     return Submission(
         endpoint=endpoint,
         model=model_key(model),
         name=model,
         kind=KIND_GENERATE,
-        stream=data.get("stream") is True,
+        stream=fields.get("stream") is True,
         body=body,
     )
+
+
+def check_embedding(endpoint: str, body: bytes) -> None:
+    """An embedding body (`/api/embed`, `/api/embeddings`, `/v1/embeddings`), refused as Ollama
+    would refuse it while decoding; the rest (the model, the input) is the target's to judge."""
+    struct, empty = _EMBEDDINGS[endpoint]
+    decode_body(body, struct, empty)
 
 
 def parse_anthropic(body: bytes) -> Submission:
@@ -164,9 +181,15 @@ def parse_transcription(body: bytes, content_type: str) -> Submission:
 
 
 def _foreign_body(body: bytes, go_type: str) -> dict[str, Any]:
-    if not body.strip():
-        raise BadRequest("EOF")  # gin's ShouldBindJSON on an empty body
-    return decode_body(body, go_type)
+    """Decoded as Go would (json_body); an empty body is gin's `EOF`."""
+    try:
+        data, _ = json_body.decode(body)
+    except json_body.EmptyBody:
+        raise BadRequest("EOF") from None
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", bool: "bool"}.get(type(data), "number")
+        raise BadRequest(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
+    return data
 
 
 def _required_model(data: dict[str, Any], struct: str) -> str:
@@ -191,40 +214,53 @@ def parse_job(body: bytes, *, keep_alive: float, idempotency_key: str | None = N
     plus `state_webhook_url` and, optionally, `endpoint`: any queued endpoint with a JSON
     body, whose shape the rest of the body then takes (docs/adr/0014, 0027).
 
-    Nobody reads a job's answer as it streams, so foreman re-encodes this body: without its
-    own fields, with `stream: true` (progress is counted as lines arrive; the whole result is
-    collected either way) and, for the native endpoints, with `keep_alive` when it names none.
+    Nobody reads a job's answer as it streams, so foreman rewrites this body: without its own
+    fields, with `stream: true` (progress is counted as lines arrive; the whole result is
+    collected either way) and, on the native endpoints, with `keep_alive` when the body names
+    none. Every other member keeps the bytes it was sent with. With an idempotency key, the
+    digest of the body as sent goes with it: a retry must send the same bytes.
     """
-    data = decode_body(body, _go_type(CHAT))
-    webhook = data.pop("state_webhook_url", None)
+    data, big = decode_object(body, CHAT_REQUEST)
+    webhook = data.get("state_webhook_url")
     if webhook is not None and not isinstance(webhook, str):
         raise BadRequest("state_webhook_url must be a string")
-    endpoint = data.pop("endpoint", None)
-    if endpoint is None:
-        endpoint = GENERATE if "prompt" in data and "messages" not in data else CHAT
-    elif endpoint not in JOB_API_ENDPOINTS:
+    named = data.get("endpoint")
+    if named is not None and named not in JOB_API_ENDPOINTS:
         raise BadRequest(f"endpoint must be one of {', '.join(JOB_API_ENDPOINTS)}")
-    if not data.get("model"):
-        raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (docs/contract.md section 3)
-    data["stream"] = True
+    if named is None:
+        prompt = any(GENERATE_REQUEST.field(key) == "prompt" for key in data)
+        named = GENERATE if prompt and not any(CHAT_REQUEST.field(key) == "messages" for key in data) else CHAT
+    endpoint: str = named
+    kept = [
+        text
+        for key, text in json_body.members(body)
+        if key not in ("state_webhook_url", "endpoint") and GENERATE_REQUEST.field(key) != "stream"
+    ]
+    head = ['"stream":true']
     if endpoint in (CHAT, GENERATE):
-        model, kind = _model_and_kind(endpoint, data)
-        data.setdefault("keep_alive", keep_alive_value(keep_alive))
-    encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    if endpoint not in (CHAT, GENERATE):
-        parsed = _FOREIGN_PARSERS[endpoint](encoded)
-        model, kind = parsed.name, parsed.kind
+        fields = check(data, CHAT_REQUEST if endpoint == CHAT else GENERATE_REQUEST, big)
+        if not fields.get("model"):
+            raise BadRequest("model is required")  # foreman's own API: a bad body is a 400 (docs/contract.md section 3)
+        model, kind = _model_and_kind(endpoint, fields)
+        runner = runner_key(model_key(model), runner_options(fields))
+        if "keep_alive" not in fields:
+            head.append(f'"keep_alive":{keep_alive_value(keep_alive)}')
+        rewritten = ("{" + ",".join(head + kept) + "}").encode()
+    else:
+        rewritten = ("{" + ",".join(head + kept) + "}").encode()
+        parsed = _FOREIGN_PARSERS[endpoint](rewritten)
+        model, kind, runner = parsed.name, parsed.kind, parsed.model
     return Submission(
         endpoint=endpoint,
         model=model_key(model),
         name=model,
         kind=kind,
         stream=True,
-        body=encoded,
+        body=rewritten,
         sync=False,
         webhook_url=webhook or None,
         idempotency_key=idempotency_key,
-        runner=runner_key(model_key(model), runner_options(data) if endpoint in (CHAT, GENERATE) else {}),
+        runner=runner,
         body_sha256=hashlib.sha256(body).hexdigest() if idempotency_key is not None else None,
     )
 
@@ -237,26 +273,17 @@ _FOREIGN_PARSERS: dict[str, Callable[[bytes], Submission]] = {
 }
 
 
-def _go_type(endpoint: str) -> str:
-    return "api.ChatRequest" if endpoint == CHAT else "api.GenerateRequest"
-
-
-def _model_and_kind(endpoint: str, data: dict[str, Any]) -> tuple[str, str]:
+def _model_and_kind(endpoint: str, fields: dict[str, Any]) -> tuple[str, str]:
     """The model (as spelled) and the job kind, with Ollama's errors for a missing model."""
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise BadRequest(
-            f"json: cannot unmarshal {type(model).__name__} into Go struct field "
-            f"{_go_type(endpoint).split('.')[-1]}.model of type string"
-        )
+    model = fields.get("model")
     if not model:
         if endpoint == CHAT:
             raise BadRequest("model is required")
         raise NotFound("model '' not found")
-    empty = not data.get("messages") if endpoint == CHAT else not data.get("prompt")
+    empty = not fields.get("messages") if endpoint == CHAT else not fields.get("prompt")
     kind = KIND_GENERATE
     if empty:
-        kind = KIND_UNLOAD if is_zero_keep_alive(data.get("keep_alive")) else KIND_LOAD
+        kind = KIND_UNLOAD if is_zero_keep_alive(fields.get("keep_alive")) else KIND_LOAD
     return model, kind
 
 

@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPServerRequest
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
@@ -35,6 +36,9 @@ from foreman.errors import (
 )
 
 _JSON = "application/json; charset=utf-8"
+# A chunked body refused past max_body is read on (and dropped) up to this many times
+# max_body, so that a client still sending gets its 413; beyond, the connection is cut.
+_DISCARD_FACTOR = 4
 
 # The HTTP status of each of foreman's errors (any other ForemanError: 500).
 STATUS: dict[type[ForemanError], int] = {
@@ -95,9 +99,14 @@ class BaseHandler(RequestHandler):
                 raise Unauthorized("unauthorized")
 
     def data_received(self, chunk: bytes) -> None:
+        """Collect a streamed body; past `max_body` (a chunked one: no Content-Length to refuse
+        it by), drop it and read the rest only to discard it, so the 413 comes as an answer
+        when the handler method runs. Raising here would make Tornado send a bare 400."""
         self._body_size += len(chunk)
-        if self._body_size > self.config.max_body:
-            raise PayloadTooLarge(f"request body too large: max_body is {self.config.max_body}")
+        if self._body_size > self.config.max_body and not isinstance(self._refused, PayloadTooLarge):
+            self._body_parts.clear()
+            if self._refused is None:
+                self._refused = PayloadTooLarge(f"request body too large: max_body is {self.config.max_body}")
         if self._refused is None:
             self._body_parts.append(chunk)
 
@@ -208,14 +217,23 @@ class NotFoundHandler(BaseHandler):
 class BodyHandler(BaseHandler):
     """A handler whose request body streams in, so `max_body` is enforced before it is read.
 
-    A request refused for its token is answered when its handler method runs (reading
-    `body`, or calling `check_access` first thing), not in `prepare`: Tornado answers a
-    streamed-body request refused in `prepare` and then closes the connection, under a
-    client still writing its body or about to reuse the connection, which clients
-    report as a reset instead of the 401. An oversized body is refused at once from its
-    Content-Length, without reading it. Every method of a BodyHandler must reach
+    A request refused for its token, or a chunked body that outgrows `max_body` (413), is
+    answered when its handler method runs (reading `body`, or calling `check_access` first
+    thing), not in `prepare` or `data_received`: Tornado answers a streamed-body request
+    refused in `prepare` and then closes the connection, under a client still writing its
+    body or about to reuse the connection, which clients report as a reset instead of the
+    401, and turns an exception in `data_received` into a bare 400. A body too large by its
+    Content-Length is refused at once, without reading it. Every method of a BodyHandler must reach
     `check_access` before answering (tests/test_packaging.py checks every operation).
     """
+
+    def prepare(self) -> None:
+        super().prepare()
+        connection = self.request.connection
+        if "Content-Length" not in self.request.headers and isinstance(connection, HTTP1Connection):
+            # Tornado cuts a chunked body past its own limit with a bare 400: let `data_received`
+            # see max_body passed, and a client still sending get its 413.
+            connection.set_max_body_size(self.config.max_body * _DISCARD_FACTOR)
 
     def check_token(self) -> None:
         try:

@@ -10,13 +10,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from foreman.error_shapes import OPENAI, RESPONSES
-from foreman.handlers.base import dump
+from foreman.error_shapes import OPENAI, RESPONSES, openai_error
+from foreman.errors import ForemanError
+from foreman.handlers.base import BaseHandler, dump, status_of
+from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.inventory import ProxyHandler, TagsHandler
 from foreman.handlers.ollama import GenerationHandler
 from foreman.job import Submission
 from foreman.proxy import proxy_request
 from foreman.requests import parse_openai, parse_responses, parse_transcription
+
+
+def write_openai_error(handler: BaseHandler, exc: BaseException | None) -> bool:
+    """foreman's own refusal in OpenAI's shape; False for anything else (the base shapes it)."""
+    if not isinstance(exc, ForemanError):
+        return False
+    status = status_of(exc)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(dump(openai_error(exc.message, status)))
+    return True
 
 
 class OpenAIGenerationHandler(GenerationHandler):
@@ -44,6 +57,14 @@ class TranscriptionHandler(GenerationHandler):
 
     def submission(self) -> Submission:
         return parse_transcription(self.body, self.request.headers.get("Content-Type", ""))
+
+
+class OpenAIEmbedHandler(EmbedHandler):
+    """POST /v1/embeddings: the embeddings bypass, foreman's refusals in OpenAI's shape."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if not write_openai_error(self, kwargs.get("exc_info", (None, None, None))[1]):
+            super().write_error(status_code, **kwargs)
 
 
 class ModelsHandler(TagsHandler):
