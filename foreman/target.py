@@ -22,7 +22,9 @@ from foreman.http1 import ConnectFailed, Connection, ConnectionBroke, Pool
 log = logging.getLogger(__name__)
 
 # RFC 9110 hop-by-hop headers, plus what foreman sets itself or must not leak upstream
-# (the client's Host, its browser Origin, and foreman's own bearer token).
+# (the client's Host, its browser Origin, and foreman's own bearer token). Host and Origin were
+# judged by foreman's own browser boundary (foreman/browser.py) as the target would judge them;
+# the target on loopback would refuse the client's values (docs/adr/0024).
 HOP_BY_HOP = frozenset(
     {
         "connection",

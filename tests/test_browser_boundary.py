@@ -90,6 +90,7 @@ class RecordingRelay:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        await asyncio.sleep(0)  # a relay whose connection was just accepted starts, and is listed
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -103,7 +104,11 @@ class RecordingRelay:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        except BaseException:
+            writer.close()
+            raise
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bool) -> None:
             with contextlib.suppress(ConnectionError):

@@ -44,6 +44,7 @@ class RawServer:
         # too, or a socket outlives the test's loop and warns in whichever test collects it.
         assert self._server is not None
         self._server.close()
+        await asyncio.sleep(0)  # a handler whose connection was just accepted starts, and is listed
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
