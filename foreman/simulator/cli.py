@@ -83,8 +83,8 @@ async def _serve(args: argparse.Namespace) -> None:
     host, port = args.listen
     await sim.start(host, port)
     if args.fast:
-        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        print(f"fast simulated ollama listening on {sim.url} ({loop})", flush=True)
+        kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        print(f"fast simulated ollama listening on {sim.url} ({kind})", flush=True)
     else:
         print(f"simulated ollama listening on {sim.url}", flush=True)
     stop = asyncio.Event()
