@@ -14,6 +14,7 @@ It imports no Tornado module, so it stays light::
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import socket
@@ -94,6 +95,7 @@ class State:
         self.clock = Clock()
         self.default_tokens = default_tokens
         self.transports: set[asyncio.BaseTransport] = set()  # every open connection's, to close at stop
+        self._names: dict[str, ModelInfo] = {}
 
     def model(self, body: dict[str, Any], required: str | None, embed: bool = False) -> tuple[str, ModelInfo]:
         """The request's model as sent and its info; `required` is the error text of a missing one
@@ -103,7 +105,11 @@ class State:
             if required is not None:
                 raise Refused(400, required)
             raise Refused(404, "model '' not found")
-        info = self.inventory.get(name)
+        info = self._names.get(name)
+        if info is None:
+            info = self.inventory.get(name)
+            if info is not None:
+                self._names[name] = info  # the inventory never changes here: keep the spelling's answer
         if info is None and embed:  # Go's %q, and a hint
             raise Refused(404, f"model {json.dumps(name, ensure_ascii=False)} not found, try pulling it first")
         if info is None:
@@ -137,7 +143,7 @@ class Generation:
 
     def lines(self) -> Iterator[bytes]:
         """The streamed NDJSON lines, the `done` line last."""
-        head = b'{"model":' + json.dumps(self.model).encode() + b',"created_at":"'
+        head = b'{"model":' + _dumpb(self.model) + b',"created_at":"'
         tails = _CHAT_TAIL if self.chat else _GENERATE_TAIL
         seq, seed, now = _SEQ, self.seed, self.clock.created_at
         begun = time.perf_counter()
@@ -146,28 +152,36 @@ class Generation:
         yield self.final("", begun) + b"\n"
 
     def final(self, text: str, begun: float) -> bytes:
+        """The `done` line, or the whole answer with `text`: formatted, not encoded, in the
+        field order of Go's structs."""
         end = time.perf_counter()
-        out: dict[str, Any] = {"model": self.model, "created_at": self.clock.created_at().decode()}
-        if self.chat:
-            out["message"] = {"role": "assistant", "content": text}
-        else:
-            out["response"] = text
-        out["done"] = True
-        out["done_reason"] = self.reason
+        content = b'"' + text.encode() + b'"'  # the vocabulary needs no escaping
+        middle = (b'"message":{"role":"assistant","content":%b}' if self.chat else b'"response":%b') % content
+        context = b""
         if self.context_ids is not None:
-            out["context"] = [(self.seed + i * 7919) % 128000 + 1 for i in range(self.context_ids)]
+            ids = ",".join([str((self.seed + i * 7919) % 128000 + 1) for i in range(self.context_ids)])
+            context = b',"context":[%b]' % ids.encode()
         eval_ns = max(int((end - begun) * 1e9), 1)
         prompt_ns = self.prompt_tokens * 1000
-        out["total_duration"] = max(int((end - self.started) * 1e9), self.load_ns + prompt_ns + eval_ns)
-        if self.load_ns:
-            out["load_duration"] = self.load_ns
-        out.update(
-            prompt_eval_count=self.prompt_tokens,
-            prompt_eval_duration=prompt_ns,
-            eval_count=self.count,
-            eval_duration=eval_ns,
+        total = max(int((end - self.started) * 1e9), self.load_ns + prompt_ns + eval_ns)
+        load = b',"load_duration":%d' % self.load_ns if self.load_ns else b""
+        return (
+            b'{"model":%b,"created_at":"%b",%b,"done":true,"done_reason":"%b"%b,"total_duration":%d%b,'
+            b'"prompt_eval_count":%d,"prompt_eval_duration":%d,"eval_count":%d,"eval_duration":%d}'
+            % (
+                _dumpb(self.model),
+                self.clock.created_at(),
+                middle,
+                self.reason.encode(),
+                context,
+                total,
+                load,
+                self.prompt_tokens,
+                prompt_ns,
+                self.count,
+                eval_ns,
+            )
         )
-        return json.dumps(out, separators=(",", ":")).encode()
 
 
 Answer = tuple[int, bytes, bytes] | Iterator[bytes]  # (status, content type, body), or streamed lines
@@ -224,19 +238,30 @@ def _embed(state: State, raw: bytes) -> Answer:
     loaded = state.residency.use(info, duration)
     if not inputs:
         return 200, _JSON, _dumpb({"model": model, "embeddings": []})
-    vectors = [_vector(info.key, text) for text in inputs]
+    vectors = b",".join([_vector(info.key, text) for text in inputs])
     total = max(int((time.perf_counter() - started) * 1e9), 1)
-    out: dict[str, Any] = {"model": model, "embeddings": vectors, "total_duration": total}
-    out["load_duration"] = total if loaded else 0
-    out["prompt_eval_count"] = sum(len(text.split()) + 1 for text in inputs)
-    return 200, _JSON, _dumpb(out)
+    count = sum(len(text.split()) + 1 for text in inputs)
+    return (
+        200,
+        _JSON,
+        b'{"model":%b,"embeddings":[%b],"total_duration":%d,"load_duration":%d,"prompt_eval_count":%d}'
+        % (
+            _dumpb(model),
+            vectors,
+            total,
+            total if loaded else 0,
+            count,
+        ),
+    )
 
 
-def _vector(key: str, text: str) -> list[float]:
-    """32 deterministic components, L2-normalised as Ollama's are."""
+@functools.lru_cache(maxsize=4096)
+def _vector(key: str, text: str) -> bytes:
+    """32 deterministic components, L2-normalised as Ollama's are, as JSON (the same input
+    always gets the same vector, so it is computed once)."""
     raw = struct.unpack("<32h", hashlib.blake2b(f"{key}\0{text}".encode(), digest_size=64).digest())
     norm = sum(x * x for x in raw) ** 0.5 or 1.0
-    return [round(x / norm, 9) for x in raw]
+    return _dumpb([round(x / norm, 9) for x in raw])
 
 
 def _tags(state: State, _raw: bytes) -> Answer:
