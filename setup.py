@@ -30,7 +30,8 @@ setup(
             "httpx>=0.27",
             "pytest>=8",
             "setuptools>=70.1",
-            "pytest-asyncio>=0.24",
+            "pytest-asyncio>=1.4",  # the loop-factory hook tests/on_uvloop/ uses
+            "uvloop>=0.19",  # tests/on_uvloop/: the target client on another event loop (never a dependency)
             "pytest-timeout>=2.3",
             "ollama>=0.6",
             "openai>=1.40",

@@ -1,4 +1,7 @@
-"""What every benchmark needs: the simulated target and a foreman in front of it, as processes."""
+"""What every benchmark needs: the simulated target and a foreman in front of it, as processes.
+
+The target is the Tornado simulator (`python -m foreman simulate`), or with `fast=True` the
+benchmarks' fast target (`--fast`, foreman/simulator/fast.py, docs/adr/0028)."""
 
 from __future__ import annotations
 
@@ -60,18 +63,24 @@ class Pair:
     foreman_url: str
     foreman_pid: int
     db_path: str
+    sim_pid: int
 
 
 @contextmanager
-def running_pair(sim_args: tuple[str, ...] = ()) -> Iterator[Pair]:
-    """The simulated target (no delays unless `sim_args` say so) and foreman at its defaults,
-    logging to a file, each in its own process; both stopped on exit."""
+def running_pair(sim_args: tuple[str, ...] = (), fast: bool = False) -> Iterator[Pair]:
+    """The simulated target (no delays unless `sim_args` say so; the fast target if `fast`) and
+    foreman at its defaults, logging to a file, each in its own process; both stopped on exit."""
     sim_port, foreman_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": ROOT}
         db_path = os.path.join(tmp, "bench.db")
         sim = subprocess.Popen(
-            [sys.executable, "-m", "foreman", "simulate", "--listen", f"127.0.0.1:{sim_port}", *sim_args],
+            [
+                sys.executable,
+                *("-m", "foreman", "simulate", "--listen", f"127.0.0.1:{sim_port}"),
+                *(("--fast",) if fast else ()),
+                *sim_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -92,7 +101,9 @@ def running_pair(sim_args: tuple[str, ...] = ()) -> Iterator[Pair]:
             try:
                 wait_port(sim_port)
                 wait_port(foreman_port)
-                yield Pair(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{foreman_port}", foreman.pid, db_path)
+                yield Pair(
+                    f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{foreman_port}", foreman.pid, db_path, sim.pid
+                )
             finally:
                 for proc in (foreman, sim):
                     proc.terminate()

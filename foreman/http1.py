@@ -17,6 +17,7 @@ import asyncio
 import base64
 import ssl
 from collections import deque
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -110,8 +111,14 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self.attach(transport)
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """Take the transport from `connection_made` or from `create_connection`, whichever comes
+        first: event loops differ in the order (uvloop's transports are not even asyncio.Transport
+        subclasses, so only the methods used here are relied on)."""
+        if self._transport is None:
+            self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.complete:  # bytes nobody asked for: the connection is not in a known state
@@ -320,12 +327,13 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
+                transport, conn = await loop.create_connection(
                     Connection, self.host, self.port, ssl=self._ssl, server_hostname=self.host if self._ssl else None
                 )
         except TimeoutError:
             raise ConnectFailed(f"no connection to {self.host}:{self.port} within {self._connect_timeout:g}s") from None
         except OSError as exc:  # refused, unreachable, no such host, TLS handshake
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        conn.attach(transport)
         self._open.add(conn)
         return conn

@@ -12,10 +12,26 @@ sleep and inspect a record of every inference request::
     ...
     await sim.wait_for(lambda: sim.requests[-1].ended is not None)
     await sim.stop()
+
+The names are imported on first use, so the benchmarks' fast target (`.fast`) loads
+without Tornado.
 """
 
-from .faults import Fault
-from .records import SimRequest
-from .server import Simulator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .faults import Fault
+    from .records import SimRequest
+    from .server import Simulator
 
 __all__ = ["Fault", "SimRequest", "Simulator"]
+_WHERE = {"Fault": ".faults", "SimRequest": ".records", "Simulator": ".server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
