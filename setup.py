@@ -30,7 +30,8 @@ setup(
             "pytest-asyncio>=0.24",
             "pytest-timeout>=2.3",
             "ollama>=0.6",
-            "openai>=1.40",
+            "openai>=1.66",  # the Responses API (client.responses)
+            "anthropic>=0.49",  # the simulator's /v1/messages is tested with the real SDK
             "standardwebhooks>=1.0",
             "ruff>=0.6",
             "mypy>=1.10",
