@@ -34,8 +34,8 @@ setup(
             "uvloop>=0.19",  # tests/on_uvloop/: the target client on another event loop (never a dependency)
             "pytest-timeout>=2.3",
             "ollama>=0.6",
-            "openai>=1.40",
-            "anthropic>=0.40",
+            "openai>=1.66",  # the Responses API (client.responses)
+            "anthropic>=0.49",  # the simulator's /v1/messages is tested with the real SDK
             "langchain-ollama>=0.2",
             "standardwebhooks>=1.0",
             "ruff>=0.6",

@@ -5,6 +5,7 @@ its requests is a job (docs/adr/0027)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 from typing import Any
@@ -168,6 +169,8 @@ async def test_langchain_ollama_chat_and_embeddings_through_foreman(
     direct_embed, embed = (OllamaEmbeddings(model="nomic-embed-text", base_url=url) for url in (sim.url, foreman.url))
     assert await embed.aembed_query(HELLO) == await direct_embed.aembed_query(HELLO)
     assert await jobs_count(http, foreman) == before  # embeddings are never jobs
+    del direct_chat, chat, direct_embed, embed
+    gc.collect()  # their sockets' warnings come here, under this test's filter, not in the next test
 
 
 # --- Ollama (JavaScript, run by Node) -------------------------------------------------------------

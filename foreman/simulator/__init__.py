@@ -1,7 +1,8 @@
 """A simulated Ollama server for tests, benchmarks and try-outs.
 
 It speaks Ollama's wire protocol (status codes, error texts, headers, NDJSON and SSE
-framing) on a real loopback port, produces deterministic output, models residency
+framing; the native API, the OpenAI `/v1` layer, `/v1/responses`, the Anthropic
+`/v1/messages` and `/v1/audio/transcriptions`) on a real loopback port, produces deterministic output, models residency
 (load delay, eviction, keep_alive) and lets a test inject faults, put the "laptop" to
 sleep and inspect a record of every inference request::
 

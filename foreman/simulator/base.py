@@ -123,8 +123,9 @@ class SimHandler(RequestHandler):
             if exc.empty:
                 self.finish()
                 return
-            self.set_header("Content-Type", JSON_UTF8)
-            self.finish(self.error_body(status_code, exc.message))
+            content_type, tail = self.error_framing()
+            self.set_header("Content-Type", content_type)
+            self.finish(self.error_body(status_code, exc.message) + tail)
         elif status_code in (404, 405):
             # gin's built-in replies: plain text, not JSON.
             self.set_header("Content-Type", "text/plain")
@@ -142,8 +143,19 @@ class SimHandler(RequestHandler):
         """The error shape of this endpoint family (overridden by the OpenAI layer)."""
         return dumpb({"error": message})
 
+    def error_framing(self) -> tuple[str, bytes]:
+        """Content type and trailing bytes of an error body: gin's `c.JSON` by default."""
+        return JSON_UTF8, b""
+
     def parse_json(self, go_type: str, types: FieldTypes | None = None) -> dict[str, Any]:
         body = decode_body(self.request.body, go_type)
+        self.note_body(body)
+        if types:
+            check_types(body, go_type.rsplit(".", 1)[-1], types)
+        return body
+
+    def note_body(self, body: dict[str, Any]) -> None:
+        """Copy what the record shows of a decoded request body."""
         if self.record is not None:
             self.record.body = body
             model = body.get("model")
@@ -151,9 +163,6 @@ class SimHandler(RequestHandler):
             self.record.keep_alive = body.get("keep_alive")
             stream = body.get("stream")
             self.record.stream = stream if isinstance(stream, bool) else self.STREAM_DEFAULT
-        if types:
-            check_types(body, go_type.rsplit(".", 1)[-1], types)
-        return body
 
     def keep_alive(self, body: dict[str, Any]) -> float | None:
         try:
@@ -340,7 +349,14 @@ class SimHandler(RequestHandler):
     async def fault_in_stream(self, fault: Fault, error_line: bytes) -> bool:
         """Apply a fault between streamed lines; True when the stream must end here."""
         if fault.kind == "error_line":
-            await self.emit(error_line)
+            if not error_line:
+                # A format that has no words for a mid-stream error (the Anthropic and Responses
+                # writers): before the first chunk the error still gets its status; after it the
+                # stream just ends.
+                if self.record is None or not self.record.chunks_sent:
+                    raise ApiError(500, fault.message)
+            else:
+                await self.emit(error_line)
             if self.record is not None and self.record.outcome is None:
                 self.record.outcome = "error"
             return True

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tornado.iostream import IOStream
 from tornado.web import Application
 
+from .anthropic import MessagesHandler
 from .base import SimHandler
 from .embeddings import EmbeddingsHandler, EmbedHandler
 from .faults import Fault
@@ -26,11 +27,14 @@ from .handlers import (
     PushHandler,
     RootHandler,
     ShowHandler,
+    StatusHandler,
     TagsHandler,
     VersionHandler,
 )
 from .inference import ChatHandler, GenerateHandler
 from .openai import ChatCompletionsHandler, CompletionsHandler, ModelsHandler, V1EmbeddingsHandler
+from .responses import ResponsesHandler
+from .transcription import TranscriptionHandler
 from .wire import ApiError, decode_body, dumpb
 
 if TYPE_CHECKING:
@@ -125,6 +129,7 @@ def make_app(sim: SimulatorState) -> Application:
     routes: list[tuple[str, type[SimHandler]]] = [
         (r"/", RootHandler),
         (r"/api/version", VersionHandler),
+        (r"/api/status", StatusHandler),
         (r"/api/tags", TagsHandler),
         (r"/api/ps", PsHandler),
         (r"/api/show", ShowHandler),
@@ -143,6 +148,9 @@ def make_app(sim: SimulatorState) -> Application:
         (r"/v1/embeddings", V1EmbeddingsHandler),
         (r"/v1/models", ModelsHandler),
         (r"/v1/models/(.+)", ModelsHandler),
+        (r"/v1/responses", ResponsesHandler),
+        (r"/v1/messages", MessagesHandler),
+        (r"/v1/audio/transcriptions", TranscriptionHandler),
         (r"/_sim/fault", FaultControl),
         (r"/_sim/sleep", SleepControl),
         (r"/_sim/requests", RequestsControl),

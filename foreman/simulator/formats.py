@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .content import TOKEN_JSON, Plan
-from .wire import NDJSON, Clock, dumpb
+from .wire import JSON_UTF8, NDJSON, Clock, dumpb
 
 
 def token_literal(token: str) -> bytes:
@@ -23,6 +23,11 @@ class Format(ABC):
     """Native NDJSON lines; subclasses choose the chat or generate field names."""
 
     stream_content_type = NDJSON
+    #: Content type of a non-streamed reply and of a load/unload reply.
+    whole_content_type = JSON_UTF8
+    done_content_type = JSON_UTF8
+    #: Whether a load/unload reply is written as a (one-write) stream rather than one body.
+    done_streamed = False
 
     def __init__(self, model: str, clock: Clock) -> None:
         self.model = model

@@ -44,6 +44,14 @@ class VersionHandler(SimHandler):
     head = get
 
 
+class StatusHandler(SimHandler):
+    """`GET /api/status`: cloud status of a local server that has not disabled Ollama's cloud
+    (`OLLAMA_NO_CLOUD` unset, no `disable_ollama_cloud` in server.json)."""
+
+    def get(self) -> None:
+        self.reply(dumpb({"cloud": {"disabled": False, "source": "none"}}))
+
+
 def _listing(info: ModelInfo) -> dict[str, Any]:
     return {
         "name": info.name,

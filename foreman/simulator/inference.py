@@ -1,8 +1,9 @@
 """`POST /api/chat` and `POST /api/generate`: validation, load/unload replies, generation.
 
-`GenerationHandler.run` is shared with the OpenAI layer: a subclass only turns its body into
-a `Job` (model, mode, plan, wire format); claiming the model, faults, token pacing,
-metrics and the streamed or whole reply are common.
+`GenerationHandler.run` is shared with the OpenAI layer and the foreign faces (`compat.py`):
+a subclass only turns its body into a `Job` (model, mode, plan, wire format), most of them
+through `chat_job`, which decides what Ollama's `ChatHandler` decides; claiming the model,
+faults, token pacing, metrics and the streamed or whole reply are common.
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ def parse_think(value: object) -> bool | str | None:
     raise ApiError(400, f'invalid think value: {shown} (must be "high", "medium", "low", "max", true, or false)')
 
 
-def thinking_enabled(think: bool | str | None, info: ModelInfo, model: str) -> bool:
-    """Unset `think` means on for capable models; asking a plain model to think is a 400."""
+def thinking_enabled(think: bool | str | None, info: ModelInfo, model: str, *, relax: bool = False) -> bool:
+    """Unset `think` means on for capable models; asking a plain model to think is a 400,
+    or (`relax`, what Ollama does for the Anthropic face) silently ignored."""
     capable = "thinking" in info.capabilities
     if think is None:
         return capable
     if think is not False and not capable:
+        if relax:
+            return False
         raise ApiError(400, f'"{model}" does not support thinking', refused_model=True)
     return think is not False
 
@@ -94,7 +98,7 @@ class GenerationHandler(SimHandler):
         if job.mode == "unload":
             self.sim.residency.expire(job.info)
             if not await self.fault_before_body(fault):
-                self.reply(job.fmt.done_reply("unload"))
+                await self.done_reply(job.fmt, "unload")
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -105,13 +109,21 @@ class GenerationHandler(SimHandler):
         try:
             if job.mode == "load" or job.plan is None:
                 if not await self.fault_before_body(fault):
-                    self.reply(job.fmt.done_reply("load"))
+                    await self.done_reply(job.fmt, "load")
             elif job.stream:
                 await self._stream(job.plan, job.fmt, fault, started, load_ns)
             else:
                 await self._whole(job.plan, job.fmt, fault, started, load_ns)
         finally:
             self.sim.residency.release(resident)
+
+    async def done_reply(self, fmt: Format, reason: str) -> None:
+        """The answer to a load or unload: one body, or (a foreign stream) events, flushed."""
+        if fmt.done_streamed:
+            self.start_stream(fmt.done_content_type)
+            await self.emit(fmt.done_reply(reason))
+        else:
+            self.reply(fmt.done_reply(reason), content_type=fmt.done_content_type)
 
     async def _stream(self, plan: Plan, fmt: Format, fault: Fault | None, started: float, load_ns: int) -> None:
         trigger = min(fault.after_chunks, plan.steps) if fault is not None else -1
@@ -152,7 +164,50 @@ class GenerationHandler(SimHandler):
                     return
         if await self.fault_before_body(fault):
             return
-        self.reply(fmt.whole(plan, self.metrics(plan, started, gen_start, load_ns)))
+        metrics = self.metrics(plan, started, gen_start, load_ns)
+        self.reply(fmt.whole(plan, metrics), content_type=fmt.whole_content_type)
+
+    def chat_job(
+        self,
+        model: str,
+        messages: list[Any],
+        fmt: Format,
+        *,
+        stream: bool,
+        think: bool | str | None,
+        tools: list[Any] | None = None,
+        limit: int | None = None,
+        keep_alive: float | None = None,
+        relax_thinking: bool = False,
+        kind: str = "chat",
+    ) -> Job:
+        """What Ollama's `ChatHandler` decides, in its order, for a request every chat face
+        (native, Anthropic, Responses, transcription) has turned into native messages."""
+        if not model.strip():
+            raise ApiError(400, "model is required")
+        info = self.lookup(model)
+        if self.record is not None:
+            self.record.kind = kind
+        if not messages and keep_alive == 0:
+            return Job(model, info, stream, keep_alive, "unload", None, fmt)
+        thinking = thinking_enabled(think, info, model, relax=relax_thinking)
+        if info.embedding_only:
+            raise ApiError(400, f'"{model}" does not support chat', refused_model=True)
+        if tools and "tools" not in info.capabilities:
+            raise ApiError(400, f"{info.name} does not support tools", refused_model=True)
+        if not messages:
+            return Job(model, info, stream, keep_alive, "load", None, fmt)
+        text, last_user = _message_text(messages)
+        plan = make_plan(
+            info.key,
+            text,
+            limit=limit,
+            default_tokens=self.sim.default_tokens,
+            think=thinking,
+            tools=tools,
+            last_user=last_user,
+        )
+        return Job(model, info, stream, keep_alive, "generate", plan, fmt)
 
     def metrics(self, plan: Plan, started: float, gen_start: float, load_ns: int) -> dict[str, int]:
         """Ollama's timing fields (ns); `load_duration` only when this request loaded the model."""
@@ -197,35 +252,16 @@ class ChatHandler(GenerationHandler):
         keep_alive = self.keep_alive(body)
         think = parse_think(body.get("think"))
         model = body.get("model") or ""
-        if not model.strip():
-            raise ApiError(400, "model is required")
-        info = self.lookup(model)
-        stream = body.get("stream") is not False
-        fmt = ChatFormat(model, self.sim.clock)
-        messages = body.get("messages") or []
-        if self.record is not None:
-            self.record.kind = "chat"
-        if not messages and keep_alive == 0:
-            return Job(model, info, stream, keep_alive, "unload", None, fmt)
-        if info.embedding_only:
-            raise ApiError(400, f'"{model}" does not support chat', refused_model=True)
-        thinking = thinking_enabled(think, info, model)
-        if not messages:
-            return Job(model, info, stream, keep_alive, "load", None, fmt)
-        tools = body.get("tools") or []
-        if tools and "tools" not in info.capabilities:
-            raise ApiError(400, f"{info.name} does not support tools", refused_model=True)
-        text, last_user = _message_text(messages)
-        plan = make_plan(
-            info.key,
-            text,
+        return self.chat_job(
+            model,
+            body.get("messages") or [],
+            ChatFormat(model, self.sim.clock),
+            stream=body.get("stream") is not False,
+            think=think,
+            tools=body.get("tools") or [],
             limit=num_predict(body.get("options")),
-            default_tokens=self.sim.default_tokens,
-            think=thinking,
-            tools=tools,
-            last_user=last_user,
+            keep_alive=keep_alive,
         )
-        return Job(model, info, stream, keep_alive, "generate", plan, fmt)
 
 
 class GenerateHandler(GenerationHandler):

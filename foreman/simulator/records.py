@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Paths whose requests generate tokens; the rest of the recorded paths are embeddings.
-GENERATION_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions"})
+GENERATION_PATHS = frozenset(
+    {
+        "/api/chat",
+        "/api/generate",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/messages",
+        "/v1/responses",
+        "/v1/audio/transcriptions",
+    }
+)
 #: Paths that get a `SimRequest` record.
 RECORDED_PATHS = GENERATION_PATHS | {"/api/embed", "/api/embeddings", "/v1/embeddings"}
 
@@ -33,7 +43,8 @@ def now() -> float:
 class SimRequest:
     """One request to an inference-ish endpoint, from arrival to its last byte.
 
-    `kind` says what the request turned out to be: chat, generate, load, unload, embed.
+    `kind` says what the request turned out to be: chat, generate, load, unload, embed,
+    transcription.
     `fault` names the injected fault it consumed, if any. `headers` are as received.
     """
 
@@ -57,7 +68,7 @@ class SimRequest:
 
     @property
     def is_generation(self) -> bool:
-        """True for chat/generate/completions paths (load and unload replies included)."""
+        """True for the paths that run a model (load and unload replies included)."""
         return self.path in GENERATION_PATHS
 
     def overlaps(self, other: SimRequest) -> bool:

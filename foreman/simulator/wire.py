@@ -50,6 +50,40 @@ def dumpb(value: Any) -> bytes:
     return _ENCODER.encode(value).encode()
 
 
+class Verbatim(dict[str, Any]):
+    """A JSON object Go copies as it came (a `json.RawMessage`): `go_dumpb` never sorts its keys."""
+
+
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _go_value(value: Any, sort_keys: bool) -> Any:
+    if isinstance(value, dict):
+        inner = sort_keys and not isinstance(value, Verbatim)
+        items = sorted(value.items()) if inner else list(value.items())
+        return {key: _go_value(item, inner) for key, item in items}
+    if isinstance(value, list | tuple):
+        return [_go_value(item, sort_keys) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)  # Go writes float64 1.0 as 1
+    return value
+
+
+def go_map(value: Any) -> Any:
+    """`value` with every object's keys sorted, as Go writes a `map[string]any` inside a struct."""
+    return _go_value(value, True)
+
+
+def go_dumps(value: Any, *, sort_keys: bool = False) -> str:
+    """JSON as Go's `encoding/json` writes it: compact, `<>&` escaped, whole floats without ".0";
+    `sort_keys` for a Go map (every nested object sorted too, except `Verbatim` ones)."""
+    return _ENCODER.encode(_go_value(value, sort_keys)).translate(_GO_ESCAPES)
+
+
+def go_dumpb(value: Any, *, sort_keys: bool = False) -> bytes:
+    return go_dumps(value, sort_keys=sort_keys).encode()
+
+
 def go_kind(value: object) -> str:
     """The JSON kind name Go uses in unmarshal errors."""
     if isinstance(value, bool):
