@@ -4,8 +4,8 @@ Ollama runs each of them as a gin middleware in front of its one `ChatHandler`: 
 decodes its own request type and turns it into a chat request, then wraps the response writer
 so that every NDJSON chunk `ChatHandler` writes comes out in the foreign format. The simulator
 does the same: a handler here decodes the foreign body into native messages and hands them to
-`GenerationHandler.chat_job`, and a `ForeignFormat` turns the shared token loop's chunks into
-events. Two details of that layering show on the wire and are kept:
+`GenerationHandler.chat_job`, and a `ForeignFormat` writes each of the shared token loop's
+chunks as the foreign format's events. Two details of that layering show on the wire and are kept:
 
 * An error from the middleware (a decode error, a missing field) is gin's `c.JSON`:
   `application/json; charset=utf-8`, no trailing newline. An error from `ChatHandler` (unknown
