@@ -59,7 +59,7 @@ async def test_a_jobs_feed_shows_every_state_and_progress_with_the_webhooks_ids_
 ) -> None:
     foreman = await start_foreman(webhook_secret=SECRET)
     sim.token_delay = 0.05
-    job_id = await submit(http, foreman.url, state_webhook_url=receiver.url, options={"num_predict": 20})
+    job_id = await submit(http, foreman.url, state_webhook_url=receiver.url, options={"num_predict": 40})
     feed = await read_feed(http, f"{foreman.url}/jobs/{job_id}/events")
     states = [m.json()["state"] if m.is_transition else m.event for m in feed]
     assert [s for s in states if s != "progress"] == ["queued", "loading", "working", "done"]
