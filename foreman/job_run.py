@@ -245,7 +245,10 @@ class JobRun:
         body = json.dumps(load).encode()
         started = time.perf_counter()
         path = LOAD_ENDPOINT[job.endpoint]
-        x = self.exchange = self._ctx.target.exchange("POST", path, body, _headers(self.caller))
+        # The load's body is JSON whatever the job's is (a transcription's is multipart).
+        headers = {k: v for k, v in _headers(self.caller).items() if k.lower() != "content-type"}
+        headers["Content-Type"] = "application/json"
+        x = self.exchange = self._ctx.target.exchange("POST", path, body, headers)
         async with x:
             self._check_cancelled()
             answer = await x.read()

@@ -67,3 +67,71 @@ async def test_a_client_leaving_a_foreign_stream_cancels_its_job(
         job = await answer.json()
     assert job["state"] == "cancelled" and job["endpoint"] == path
     assert json.dumps(job["error"])  # says why
+
+
+async def test_a_transcription_is_a_job_with_the_targets_answer(
+    foreman: Daemon, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    def form() -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("model", "llama3.2")
+        data.add_field("file", b"RIFF....WAVEfmt fake audio", filename="talk.wav", content_type="audio/wav")
+        return data
+
+    async with http.post(sim.url + "/v1/audio/transcriptions", data=form()) as resp:
+        direct = await resp.json()
+    async with http.post(foreman.url + "/v1/audio/transcriptions", data=form()) as resp:
+        assert resp.status == 200
+        through = await resp.json()
+        job_id = resp.headers["X-Foreman-Job-Id"]
+    assert through == direct and direct["text"]
+    async with http.get(f"{foreman.url}/jobs/{job_id}?wait=5") as resp:
+        job = await resp.json()
+    assert job["state"] == "done" and job["endpoint"] == "/v1/audio/transcriptions"
+    assert next(a for a in job["artifacts"] if a["name"] == "completion")["content"] == direct["text"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "text_of"),
+    [
+        (
+            "/v1/messages",
+            {"model": "llama3.2", "max_tokens": 16, "messages": HELLO},
+            lambda r: "".join(b["text"] for b in r["content"] if b["type"] == "text"),
+        ),
+        (
+            "/v1/responses",
+            {"model": "llama3.2", "input": "hello there"},
+            lambda r: "".join(p["text"] for i in r["output"] if i["type"] == "message" for p in i["content"]),
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "llama3.2", "messages": HELLO},
+            lambda r: r["choices"][0]["message"]["content"],
+        ),
+    ],
+)
+async def test_an_async_job_written_in_another_apis_shape(
+    foreman: Daemon,
+    sim: Simulator,
+    http: aiohttp.ClientSession,
+    endpoint: str,
+    body: dict[str, object],
+    text_of: object,
+) -> None:
+    async with http.post(sim.url + endpoint, json=body) as resp:
+        direct = await resp.json()
+    async with http.post(foreman.url + "/jobs", json={**body, "endpoint": endpoint}) as resp:
+        assert resp.status == 202, await resp.text()
+        job_id = (await resp.json())["job_id"]
+    async with http.get(f"{foreman.url}/jobs/{job_id}?wait=10") as resp:
+        job = await resp.json()
+    assert job["state"] == "done" and job["endpoint"] == endpoint
+    completion = next(a for a in job["artifacts"] if a["name"] == "completion")["content"]
+    assert completion == text_of(direct) and completion  # type: ignore[operator]
+    assert text_of(job["result"]) == completion  # type: ignore[operator]
+
+
+async def test_an_unknown_endpoint_for_a_job_is_refused(foreman: Daemon, http: aiohttp.ClientSession) -> None:
+    async with http.post(foreman.url + "/jobs", json={"model": "llama3.2", "endpoint": "/api/pull"}) as resp:
+        assert resp.status == 400 and "endpoint must be one of" in (await resp.json())["error"]
