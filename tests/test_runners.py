@@ -76,6 +76,27 @@ async def test_jobs_run_grouped_by_runner_with_one_reload(
     assert [r.body["options"] for r in loads if r.body] == [{"num_ctx": 8192}]  # the one reload, as a load
     async with http.get(foreman.url + "/metrics") as resp:
         assert 'foreman_swaps_total{reason="options"} 1.0' in await resp.text()
+    # The simulated target's log agrees: one reload for the options, none for the rest.
+    assert [r.load_reason for r in sim.requests if r.load_reason] == ["cold", "options"]
+    async with http.get(sim.url + "/api/ps") as resp:
+        (loaded,) = (await resp.json())["models"]
+    assert loaded["model"] == "llama3.2:latest" and loaded["context_length"] == 8192
+
+
+async def test_the_simulated_target_reloads_on_other_runner_options_only(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    async def chat(**options: Any) -> None:
+        payload = {"model": "llama3.2", "messages": HELLO, "stream": False, "options": options}
+        async with http.post(sim.url + "/api/chat", json=payload) as resp:
+            assert resp.status == 200
+
+    await chat()
+    await chat(num_ctx=4096)  # the default, said out loud: no change, as in Ollama
+    await chat(temperature=0.2)  # a sampling option: never a reload
+    await chat(num_ctx=8192)
+    await chat(num_ctx=8192, num_gpu=-1)
+    assert [r.load_reason for r in sim.requests] == ["cold", None, None, "options", None]
 
 
 async def test_a_swap_shows_its_reason_load_time_and_timings_that_add_up(

@@ -19,6 +19,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler
 
+from foreman.runner import runner_options
+
 from .faults import Fault
 from .models import ModelInfo
 from .records import RECORDED_PATHS, SimRequest, now
@@ -297,8 +299,10 @@ class SimHandler(RequestHandler):
     async def acquire(self, info: ModelInfo, keep_alive: float | None) -> Resident | None:
         """Make `info` resident for this request (loading/evicting as needed); None if the client left."""
         residency = self.sim.residency
+        body = self.record.body if self.record is not None else None
+        options = runner_options(body) if isinstance(body, dict) else {}
         while True:
-            claimed = residency.reserve(info, keep_alive, self.sim.load_delay)
+            claimed = residency.reserve(info, keep_alive, self.sim.load_delay, options)
             if claimed is not None:
                 break
             if not await self.wait_future(self.sim._changes.next_change()):
@@ -306,6 +310,7 @@ class SimHandler(RequestHandler):
         resident, started = claimed
         if started and self.record is not None:
             self.record.loaded_model = True
+            self.record.load_reason = "options" if residency.reloaded(info) else "cold"
         if not await self.wait_future(resident.ready) or resident.ready.cancelled():
             residency.release(resident)
             if not self.gone:

@@ -78,7 +78,7 @@ class PsHandler(SimHandler):
     def get(self) -> None:
         at, wall = now(), time.time()
         models = []
-        for info, expiry in self.sim.residency.listing():
+        for info, expiry, context in self.sim.residency.listing():
             models.append(
                 {
                     "name": info.name,
@@ -88,7 +88,7 @@ class PsHandler(SimHandler):
                     "details": info.details(),
                     "expires_at": local_time(wall + (expiry - at)),
                     "size_vram": info.size,
-                    "context_length": 4096,
+                    "context_length": context,
                 }
             )
         self.reply(dumpb({"models": models}))

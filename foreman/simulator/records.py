@@ -64,6 +64,7 @@ class SimRequest:
     client_closed_at: float | None = None
     kind: str = ""
     fault: str | None = None
+    load_reason: str | None = None  # when it loaded its model: "cold", or "options" (a reload)
     headers: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -13,7 +13,8 @@ import asyncio
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .models import ModelInfo
 from .records import now
@@ -69,6 +70,14 @@ def parse_keep_alive(value: object) -> float | None:
     raise ValueError(f"Unsupported type: '{go_type}'")
 
 
+DEFAULT_CONTEXT = 4096  # the simulated target's context length when a request sets none
+
+
+def runner_defaults_removed(options: dict[str, Any]) -> dict[str, Any]:
+    """Runner options as a loaded runner compares them: an explicit default is no change."""
+    return {k: v for k, v in options.items() if not (k == "num_ctx" and v == DEFAULT_CONTEXT)}
+
+
 @dataclass(eq=False)
 class Resident:
     """A model that is loaded or loading."""
@@ -80,6 +89,8 @@ class Resident:
     last_used: float = 0.0
     expires: float = math.inf
     timer: asyncio.TimerHandle | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the runner options it was loaded with
+    reloaded: bool = False  # its load replaced a runner of the same model with other options
 
     def expiry(self, at: float) -> float:
         """When it will unload if nothing else happens (loop time)."""
@@ -96,21 +107,33 @@ class Residency:
         self._notify = notify
         self._residents: dict[str, Resident] = {}
 
-    def reserve(self, info: ModelInfo, keep_alive: float | None, load_delay: float) -> tuple[Resident, bool] | None:
-        """Claim the model for one request, starting a load if it is cold.
+    def reserve(
+        self, info: ModelInfo, keep_alive: float | None, load_delay: float, options: dict[str, Any] | None = None
+    ) -> tuple[Resident, bool] | None:
+        """Claim the model for one request, starting a load if it is cold, or a reload if it
+        was loaded with other runner options (as Ollama's `needsReload`; docs/wire.md section 6).
 
         Returns the resident and whether this call started its load, or None when the
-        resident set is full of busy models (the caller waits for a change and retries).
+        resident set is full of busy models, or the model is busy under other options (the
+        caller waits for a change and retries).
         """
         self.sweep()
         at = now()
+        options = runner_defaults_removed(options or {})
         resident = self._residents.get(info.key)
         started = False
+        reload = False
+        if resident is not None and resident.options != options:
+            if resident.inflight or not resident.ready.done():
+                return None  # Ollama waits for the runner to be free before reloading it
+            self._drop(resident)
+            resident, reload = None, True
         if resident is None:
             if len(self._residents) >= max(self.max_loaded, 1) and not self._evict_one():
                 return None
             loop = asyncio.get_running_loop()
-            resident = Resident(info, DEFAULT_KEEP_ALIVE, loop.create_future())
+            resident = Resident(info, DEFAULT_KEEP_ALIVE, loop.create_future(), options=options)
+            resident.reloaded = reload
             self._residents[info.key] = resident
             started = True
             if load_delay > 0:
@@ -166,11 +189,19 @@ class Residency:
         at = now()
         return {r.info.name: r.expiry(at) for r in self._residents.values() if r.ready.done()}
 
-    def listing(self) -> list[tuple[ModelInfo, float]]:
-        """(model, expiry) for `/api/ps`, longest remaining first."""
+    def reloaded(self, info: ModelInfo) -> bool:
+        resident = self._residents.get(info.key)
+        return resident is not None and resident.reloaded
+
+    def listing(self) -> list[tuple[ModelInfo, float, int]]:
+        """(model, expiry, context length) for `/api/ps`, longest remaining first."""
         self.sweep()
         at = now()
-        rows = [(r.info, r.expiry(at)) for r in self._residents.values() if r.ready.done()]
+        rows = [
+            (r.info, r.expiry(at), int(r.options.get("num_ctx", DEFAULT_CONTEXT)))
+            for r in self._residents.values()
+            if r.ready.done()
+        ]
         rows.sort(key=lambda row: -row[1])
         return rows
 
