@@ -1,7 +1,8 @@
 """Benchmark: a streamed Anthropic `/v1/messages` through foreman vs the target directly, one run.
 
-The target is the simulated Ollama started with `--tokens` as its default reply length (the Tornado one: the fast benchmark target speaks only the
-native API), no delays. Rounds alternate direct and foreman so both see the same noise:
+The target is the simulated Ollama (the Tornado one: the fast benchmark target speaks only the
+native API), started with `--tokens` as its default reply length, no delays. Rounds alternate
+direct and foreman so both see the same noise:
 
 - time to the first SSE event (`message_start`), p50 and p99 over `--requests` short streams;
 - events per second of one long stream (`--tokens` content_block_delta events).

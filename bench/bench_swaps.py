@@ -8,7 +8,9 @@ weights. Measured in one run:
 - through foreman: all jobs submitted at once behind the long job; swaps and total time;
 - direct, FIFO: the same order sent to the target one at a time; swaps and total time.
 
-Usage: python bench/bench_swaps.py [--jobs 200] [--load-delay 2] [--seed 7]
+Usage: python bench/bench_swaps.py [--jobs 200] [--load-delay 2] [--seed 7] [--workload runners|models]
+`runners` (the default) mixes one model under two `num_ctx` values with two other models:
+four runners, since Ollama reloads a model asked for with another `num_ctx`.
 The direct FIFO half pays a load for most jobs: at the defaults it takes several minutes.
 """
 
@@ -29,16 +31,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pair import running_pair
 
 MODELS = ("llama3.2", "qwen3", "mistral")
+# `--workload runners` (issue 11): one model under two num_ctx values, mixed with two other
+# models. Ollama reloads a model asked for with another num_ctx, so these are four runners.
+RUNNERS = ("llama3.2", "llama3.2@8192", "qwen3", "mistral")
 
 
-def chat(model: str, prompt: str, tokens: int = 4) -> str:
+def chat(runner: str, prompt: str, tokens: int = 4) -> str:
+    model, _, ctx = runner.partition("@")
+    options: dict[str, int] = {"num_predict": tokens}
+    if ctx:
+        options["num_ctx"] = int(ctx)
     return json.dumps(
         {
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "stream": False,
             "think": False,
-            "options": {"num_predict": tokens},
+            "options": options,
         }
     )
 
@@ -86,9 +95,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--load-delay", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workload", choices=("models", "runners"), default="runners")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    order = [rng.choice(MODELS) for _ in range(args.jobs)]
+    kinds = RUNNERS if args.workload == "runners" else MODELS
+    order = [rng.choice(kinds) for _ in range(args.jobs)]
 
     sim_args = ("--load-delay", str(args.load_delay), "--max-loaded", "1", "--models", ",".join(MODELS))
     with running_pair(sim_args) as pair:
@@ -104,8 +115,8 @@ def main() -> None:
         ours, fifo = asyncio.run(run())
     changes = sum(1 for a, b in itertools.pairwise(order) if a != b)
     print(
-        f"{args.jobs} jobs over {len(MODELS)} models, seed {args.seed}, load delay {args.load_delay:g}s, "
-        f"{changes} model changes in arrival order"
+        f"{args.jobs} jobs over {len(kinds)} {args.workload}, seed {args.seed}, load delay {args.load_delay:g}s, "
+        f"{changes} changes in arrival order"
     )
     print(f"{'':18} {'swaps':>6} {'total s':>9}")
     print(f"{'foreman (drain)':18} {ours['swaps']:6.0f} {ours['seconds']:9.1f}")
