@@ -80,7 +80,7 @@ class Deliverer:
     def backoff(self, attempt: int) -> float:
         """Delay before attempt `attempt + 1`: doubling from `webhook_backoff`, capped, jittered."""
         settings = self.settings
-        delay = min(settings.webhook_backoff * 2 ** (attempt - 1), settings.webhook_backoff_max)
+        delay = min(settings.webhook_backoff * 2 ** min(attempt - 1, 60), settings.webhook_backoff_max)
         return float(delay * random.uniform(0.5, 1.0))
 
     async def _deliver(self, event: OutboxEvent) -> None:

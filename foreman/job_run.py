@@ -385,7 +385,7 @@ class JobRun:
             if self.caller is not None:
                 self.caller.abandon(message, status=502)
             return
-        delay = min(settings.retry_backoff * 2 ** (attempt - 1), settings.retry_backoff_max)
+        delay = min(settings.retry_backoff * 2 ** min(attempt - 1, 60), settings.retry_backoff_max)
         await self.flow.move(Trigger.REQUEUE, fields={"attempt": attempt + 1, "not_before": now() + delay})
 
     async def _broken_after_bytes(self, reason: str) -> None:

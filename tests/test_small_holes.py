@@ -102,18 +102,21 @@ async def test_a_stored_webhook_that_now_points_at_foreman_is_not_delivered(
     start_foreman: StartForeman, http: aiohttp.ClientSession, db_path: str
 ) -> None:
     port = free_port()
-    first = await start_foreman(webhook_backoff="50ms", webhook_backoff_max="50ms")
+    # Enough attempts that the event is still pending when the second foreman starts.
+    first = await start_foreman(webhook_backoff="50ms", webhook_backoff_max="50ms", webhook_max_attempts=100)
     status, body = await _post_job(http, first.url, {**JOB_BODY, "state_webhook_url": f"http://127.0.0.1:{port}/hook"})
     assert status == 202
     await first.jobs.wait_terminal(body["job_id"], 10)
     await first.stop()
-    second = await start_foreman(listen=f"127.0.0.1:{port}", webhook_backoff="50ms", webhook_backoff_max="50ms")
+    second = await start_foreman(
+        listen=f"127.0.0.1:{port}", webhook_backoff="50ms", webhook_backoff_max="50ms", webhook_max_attempts=100
+    )
     deadline = time.monotonic() + 10
     while not read_db(db_path, "SELECT 1 FROM events WHERE last_error LIKE '%foreman''s own address%'"):
-        assert time.monotonic() < deadline, read_db(db_path, "SELECT last_error FROM events")
+        assert time.monotonic() < deadline, read_db(db_path, "SELECT last_error, attempts, next_attempt_at, given_up_at, delivered_at, webhook_url FROM events")
         await asyncio.sleep(0.05)
     async with http.get(second.url + "/metrics") as resp:
-        assert 'handler="NotFoundHandler",method="POST"' not in await resp.text()  # no POST /hook arrived
+        assert 'handler="PassThroughHandler",method="POST"' not in await resp.text()  # no POST /hook arrived
 
 
 # --- the method label of request metrics -----------------------------------------------------------
