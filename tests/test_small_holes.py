@@ -113,7 +113,9 @@ async def test_a_stored_webhook_that_now_points_at_foreman_is_not_delivered(
     )
     deadline = time.monotonic() + 10
     while not read_db(db_path, "SELECT 1 FROM events WHERE last_error LIKE '%foreman''s own address%'"):
-        assert time.monotonic() < deadline, read_db(db_path, "SELECT last_error, attempts, next_attempt_at, given_up_at, delivered_at, webhook_url FROM events")
+        assert time.monotonic() < deadline, read_db(
+            db_path, "SELECT last_error, attempts, next_attempt_at, given_up_at, delivered_at, webhook_url FROM events"
+        )
         await asyncio.sleep(0.05)
     async with http.get(second.url + "/metrics") as resp:
         assert 'handler="PassThroughHandler",method="POST"' not in await resp.text()  # no POST /hook arrived
