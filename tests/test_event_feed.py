@@ -61,6 +61,8 @@ async def test_a_jobs_feed_shows_every_state_and_progress_with_the_webhooks_ids_
     sim.token_delay = 0.05
     job_id = await submit(http, foreman.url, state_webhook_url=receiver.url, options={"num_predict": 40})
     feed = await read_feed(http, f"{foreman.url}/jobs/{job_id}/events")
+    # A queued job may get a queue-position progress too (on a busy machine, while it waits).
+    feed = [m for m in feed if not (m.event == "progress" and m.json()["state"] == "queued")]
     states = [m.json()["state"] if m.is_transition else m.event for m in feed]
     assert [s for s in states if s != "progress"] == ["queued", "loading", "working", "done"]
     working, done = states.index("working"), states.index("done")
