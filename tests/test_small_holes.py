@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -316,21 +316,24 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    seen: list[tuple[str, str | None]]
+Answer = Callable[[str], tuple[int, dict[str, str], bytes]]
 
-    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        raise NotImplementedError
+
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that answers each path with `answer` and records what it saw."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.answer = answer
+        self.seen: list[tuple[str, str | None]] = []
 
 
 HEALTH = json.dumps({"status": "ok", "degraded": False, "target": "http://127.0.0.1:11434", "queue": {}}).encode()
 
 
 @contextlib.contextmanager
-def _http_server(answer: Any) -> Iterator[_Server]:
-    server = _Server(("127.0.0.1", 0), _Recorder)
-    server.seen = []
-    server.answer = answer  # type: ignore[method-assign]
+def _http_server(answer: Answer) -> Iterator[_Server]:
+    server = _Server(answer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
