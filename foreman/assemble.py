@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from foreman.compact_json import dump as dump_json
 from foreman.store import Artifact, ArtifactHead
 
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -33,10 +34,6 @@ class Outcome:
     @property
     def load_duration(self) -> int | None:
         return (self.result or {}).get("load_duration")
-
-
-def dump_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _objects(raw: bytes) -> list[dict[str, Any]]:

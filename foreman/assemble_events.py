@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from foreman.assemble import JSON_TYPE, TEXT_TYPE, Outcome, dump_json
+from foreman.assemble import JSON_TYPE, TEXT_TYPE, Outcome
+from foreman.compact_json import dump as dump_json
 from foreman.store import Artifact
 
 

@@ -10,9 +10,10 @@ more `data:` event, while Ollama's Anthropic and Responses writers just end the 
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any, Protocol
+
+from foreman.compact_json import dump
 
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 _ANTHROPIC_TYPES = {
@@ -24,11 +25,6 @@ _ANTHROPIC_TYPES = {
     503: "overloaded_error",
     529: "overloaded_error",
 }
-
-
-def dump(value: Any) -> bytes:
-    """Compact JSON, non-ASCII kept, as Go writes it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class ErrorShape(Protocol):

@@ -10,12 +10,12 @@ artifacts (`completed_body`), so it sends the body a webhook would have got.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from foreman.accounting import cost
 from foreman.clock import iso
+from foreman.compact_json import dump
 from statemachine import TERMINAL, Change, State
 
 # The keys of a `done` event that are not stored for a job without a webhook URL.
@@ -43,11 +43,6 @@ class EventSource(NamedTuple):
     jumped: int
     eval_count: int | None
     eval_duration: int | None
-
-
-def dump(value: Any) -> bytes:
-    """Compact JSON, non-ASCII kept: the bytes of a webhook body."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def build_event(

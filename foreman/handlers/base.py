@@ -12,7 +12,6 @@ it uses through `initialize` (the route table is `foreman/app.py`).
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from foreman.browser import Boundary, Verdict
+from foreman.compact_json import dump
 from foreman.config import Settings
 from foreman.errors import (
     BadGateway,
@@ -56,11 +56,6 @@ STATUS: dict[type[ForemanError], int] = {
 
 def status_of(exc: ForemanError) -> int:
     return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
-
-
-def dump(value: Any) -> bytes:
-    """Compact JSON, non-ASCII kept, as Go writes it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class BaseHandler(RequestHandler):
@@ -204,13 +199,6 @@ class BoundaryHandler(RequestHandler):
         for name, value in self.verdict.headers:
             self.add_header(name, value)
         self.finish()
-
-
-class NotFoundHandler(BaseHandler):
-    """Every path foreman does not serve: gin's `404 page not found`."""
-
-    def prepare(self) -> None:
-        raise HTTPError(404)
 
 
 @stream_request_body

@@ -22,9 +22,10 @@ from typing import Any
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 
+from foreman.compact_json import dump
 from foreman.config import Settings
 from foreman.errors import BadRequest, NotFound
-from foreman.events import Event, dump
+from foreman.events import Event
 from foreman.feed import Feed, Subscription
 from foreman.handlers.base import BaseHandler
 from foreman.job import model_key

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from foreman.compact_json import dump
 from foreman.error_shapes import OPENAI, RESPONSES, openai_error
 from foreman.errors import ForemanError
-from foreman.handlers.base import BaseHandler, dump, status_of
+from foreman.handlers.base import BaseHandler, status_of
 from foreman.handlers.embed import EmbedHandler
 from foreman.handlers.inventory import ProxyHandler, TagsHandler
 from foreman.handlers.ollama import GenerationHandler

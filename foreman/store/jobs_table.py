@@ -10,8 +10,9 @@ from operator import attrgetter
 from typing import Any
 
 from foreman.clock import new_id, now
+from foreman.compact_json import dump
 from foreman.errors import QueueFull, Unprocessable
-from foreman.events import Event, EventSource, dump, stored_body
+from foreman.events import Event, EventSource, stored_body
 from foreman.job import Job
 from foreman.store.database import Database
 from foreman.store.health import StorageHealth
