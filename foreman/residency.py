@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from foreman.clock import now
 from foreman.job import KIND_GENERATE, KIND_UNLOAD, Job, model_key
 from foreman.poller import Poller
+from foreman.runner import options_of_body, runner_key
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class Residency:
         self._poller = poller
         self.runner: str | None = None  # the runner key the target last ran for us
         self.model: str | None = None  # its model
+        self._options: dict[str, Any] = {}  # the runner options it was loaded with
         self._context: int | None = None  # /api/ps's context_length of that model, when seen
         self._evicted: str | None = None  # the runner the target dropped since we last ran it
         self._since = 0.0  # when it last finished a job on it
@@ -40,10 +43,8 @@ class Residency:
         if runner is None:
             return []
         keys = [runner]
-        if self._context is not None and "num_ctx=" not in runner:
-            head, _, rest = runner.partition(" ")
-            options = sorted([*rest.split(), f"num_ctx={self._context}"]) if rest else [f"num_ctx={self._context}"]
-            keys.append(head + " " + " ".join(options))
+        if self._context is not None and self.model is not None and "num_ctx" not in self._options:
+            keys.append(runner_key(self.model, {**self._options, "num_ctx": self._context}))
         return keys
 
     def needs_load(self, job: Job) -> bool:
@@ -67,15 +68,18 @@ class Residency:
         if job.kind != KIND_UNLOAD:
             if job.runner not in self.compatible():
                 self.runner, self._context = job.runner, None
+                self._options = options_of_body(job.body)
             self.model = job.model
         elif self.model == job.model:
             self.runner = self.model = self._context = None
+            self._options = {}
         self._evicted = None
         self._since = now()
 
     def lost(self) -> None:
         """The connection to the target failed: what it holds is unknown."""
         self.runner = self.model = self._context = None
+        self._options = {}
 
     def check(self) -> str | None:
         """The resident runner, as far as the last look at /api/ps allows.
@@ -95,10 +99,12 @@ class Residency:
             log.info("runner %s is no longer resident on the target", self.runner)
             self._evicted = self.runner
             self.runner = self.model = self._context = None
+            self._options = {}
         if self.model is None:
             others = [key for key in loaded if key != self.embed_key]
             if others:
                 self.runner = self.model = others[0]  # /api/ps lists the longest-lived first
+                self._options = {}
         if self.model is not None:
             context = loaded.get(self.model)
             self._context = context if isinstance(context, int) else None

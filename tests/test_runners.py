@@ -148,3 +148,17 @@ async def test_max_wait_sends_a_starved_job_ahead_and_says_so(
     assert waited < 1.0 + 0.3 + 1.0  # max_wait, the running job, some slack
     done = await job(http, foreman.url, b, wait=30)
     assert done["state"] == "done" and done["jumped"] is True
+
+
+async def test_an_explicit_default_context_runs_on_the_resident_runner(
+    start_foreman: StartForeman, sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    foreman = await start_foreman()
+    first = await job(http, foreman.url, await submit(http, foreman.url, body()))
+    assert first["state"] == "done"
+    await foreman.poller.poll()  # /api/ps now says the resident runner has 4096 of context
+    same = await job(http, foreman.url, await submit(http, foreman.url, body(num_ctx=4096)))
+    other = await job(http, foreman.url, await submit(http, foreman.url, body(num_ctx=8192)))
+    assert same["swap"] is None  # as Ollama: asking for the context it has is no change
+    assert other["swap"] is not None and other["swap"]["reason"] == "options"
+    assert [r.load_reason for r in sim.requests if r.load_reason] == ["cold", "options"]
