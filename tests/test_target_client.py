@@ -31,23 +31,39 @@ class RawServer:
         self.closed = asyncio.Event()  # a connection was closed by the client
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
         self.url = ""
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         return self
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        server = self
+
+        class Tracked(asyncio.StreamReaderProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                server._transports.add(transport)
+                super().connection_made(transport)
+
+        return Tracked(asyncio.StreamReader(), self._handle)
+
     async def __aexit__(self, *exc: object) -> None:
-        # Python 3.11's Server.close() leaves accepted connections open: end their handlers
-        # too, or a socket outlives the test's loop and warns in whichever test collects it.
+        # Python 3.11's Server.close() leaves accepted connections open. Every accepted
+        # transport is closed here, whether or not its handler ever ran (a handler task
+        # cancelled before its first step never reaches its `finally`), or a socket outlives
+        # the test's loop and warns in whichever later test the collector happens to run in.
         assert self._server is not None
         self._server.close()
-        await asyncio.sleep(0)  # a handler whose connection was just accepted starts, and is listed
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        for transport in self._transports:
+            transport.abort()  # type: ignore[attr-defined]
+        await asyncio.sleep(0)  # abort's connection_lost runs, and closes the socket
         await self._server.wait_closed()
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
