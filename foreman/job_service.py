@@ -61,7 +61,7 @@ class JobService:
         if caller is not None:
             # Attach before the row exists, so the worker never sees a sync job without its caller.
             self._callers.add(job.id, caller)
-            self._metrics.transitions.labels(State.QUEUED.value).inc()
+            self._metrics.transition(State.QUEUED.value)
             if self._offer(job, caller):
                 return job.id
         try:
@@ -70,7 +70,7 @@ class JobService:
             self._callers.pop(job.id)
             raise
         if caller is None and job_id == job.id:
-            self._metrics.transitions.labels(State.QUEUED.value).inc()
+            self._metrics.transition(State.QUEUED.value)
         return job_id
 
     def cancel_soon(self, job_id: str, reason: str) -> None:

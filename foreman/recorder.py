@@ -63,7 +63,7 @@ class Recorder:
 
     def notify(self, change: Change) -> None:
         log.debug("job=%s %s -> %s", change.job_id, change.source.value, change.dest.value)
-        self._metrics.transitions.labels(change.dest.value).inc()
+        self._metrics.transition(change.dest.value)
         if change.job_id in self._hooked:
             self._wake_deliverer()
             if change.dest in TERMINAL:

@@ -256,7 +256,7 @@ class Worker:
                 self._account(run)
                 if flow.current in TERMINAL or (caller is not None and caller.answered):
                     self._callers.pop(job.id)
-                    self._metrics.job_duration.labels(job.endpoint, flow.state).observe(now() - run.started)
+                    self._metrics.job_duration.observe(now() - run.started, job.endpoint, flow.state)
         if run.storage_fault is not None:
             await self._after_storage_fault(job, run.storage_fault)
         else:
@@ -266,7 +266,7 @@ class Worker:
         self._busy_s += now() - run.started
         self._loading_s += run.loading_s
         if run.swap is not None:
-            self._metrics.swaps.labels(run.swap[0]).inc()
+            self._metrics.swap(run.swap[0])
             if run.load_duration:
                 self._metrics.load_time.observe(run.load_duration / 1e9)
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from foreman import webhook_client
+from foreman import webhook_policy
 from foreman.webhook_client import DeliveryResult, WebhookClient, WebhookRefused, signature_headers
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -293,7 +293,7 @@ async def test_check_url_allows(make_client: ClientFactory, allow: tuple[str, ..
 
 
 def test_wildcard_names_match_subdomains_only() -> None:
-    policy = webhook_client._Policy(("*.example.org", "hooks.example.com"))
+    policy = webhook_policy.Policy(("*.example.org", "hooks.example.com"))
     assert policy.name_listed("a.example.org")
     assert policy.name_listed("a.b.example.org")
     assert policy.name_listed("Hooks.Example.com.")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from foreman.clock import iso
 from foreman.config import Settings, redacted
 from foreman.handlers.base import BaseHandler
 from foreman.job_views import JobViews
-from foreman.metrics import Metrics
+from foreman.metrics import CONTENT_TYPE, Metrics
 from foreman.poller import Poller
 
 
@@ -63,5 +61,5 @@ class MetricsHandler(BaseHandler):
 
     async def get(self) -> None:
         counts, by_model = await self.views.counts(), await self.views.queued_by_model()
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Content-Type", CONTENT_TYPE)
         self.finish(self.metrics.render(counts, by_model))
