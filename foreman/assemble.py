@@ -38,6 +38,7 @@ class Outcome:
 
 
 _BATCH_BYTES = 64 * 1024  # NDJSON parsed per call of the C decoder
+_SPACE = b" \t\r\n"
 
 
 def _objects(raw: bytes) -> Iterator[dict[str, Any]]:
@@ -49,15 +50,19 @@ def _objects(raw: bytes) -> Iterator[dict[str, Any]]:
     20,000-token answer held together cost ~25 MiB, and each is dropped once folded in. A batch
     that does not parse so goes line by line.
     """
-    body = raw.strip()
-    if body.startswith(b"data:"):
-        yield from _lines(body)
+    # The bounds of what `raw.strip()` would keep, without copying a long answer to find them.
+    start, size = 0, len(raw)
+    while start < size and raw[start] in _SPACE:
+        start += 1
+    while size > start and raw[size - 1] in _SPACE:
+        size -= 1
+    if raw.startswith(b"data:", start):
+        yield from _lines(raw[start:size])
         return
-    start, size = 0, len(body)
     while start < size:
-        end = body.find(b"\n", start + _BATCH_BYTES)
+        end = raw.find(b"\n", start + _BATCH_BYTES, size)
         end = size if end < 0 else end
-        batch = body[start:end]
+        batch = raw[start:end]
         start = end + 1
         try:
             parsed = json.loads(b"[" + batch.replace(b"\n", b",") + b"]")

@@ -50,3 +50,13 @@ def test_openai_server_sent_events() -> None:
     out = assemble("/v1/chat/completions", raw)
     assert out.result is not None and out.result["choices"][0]["message"]["content"] == "HiHi"
     assert out.result["usage"] == {"total_tokens": 3}
+
+
+def test_a_long_answer_is_whole_across_parse_batches_and_a_bad_line_costs_only_itself() -> None:
+    # ~300 KiB: several of assemble's 64 KiB batches, with a broken line inside one of them.
+    parts = [f"<{i:05d}>" for i in range(4000)]
+    lines = chat_lines(*parts)
+    lines.insert(2500, b'{"message": {"content": "never closed"')
+    out = assemble("/api/chat", b"\n".join(lines) + b"\n")
+    assert out.result is not None and out.result["message"]["content"] == "".join(parts)
+    assert out.result["done"] is True and out.eval_count == 4000
