@@ -106,7 +106,8 @@ class HandlerCaller:
         self.gone = False
         self.job_id: str | None = None  # set by JobService.submit before the job exists
         self._started = False
-        self._stream: IOStream | None = None  # the client's connection, once the answer begins
+        self._connection: HTTP1Connection | None = None  # the client's connection, once the answer begins
+        self._stream: IOStream | None = None  # ... and its stream
 
     @property
     def started(self) -> bool:
@@ -128,6 +129,7 @@ class HandlerCaller:
         # response, and with delayed ACKs a token can wait ~40 ms for the one before it.
         connection = self._handler.request.connection
         if isinstance(connection, HTTP1Connection):
+            self._connection = connection
             self._stream = connection.stream
             self._stream.set_nodelay(True)
         self._head(status, headers)
@@ -135,10 +137,17 @@ class HandlerCaller:
     async def send(self, data: bytes) -> None:
         if self.gone:
             raise CallerGone
-        self._started = True
-        self._handler.write(data)
         try:
-            flushed = self._handler.flush()  # written to the socket now, as far as it takes it
+            if self._started and self._connection is not None:
+                # The head is out: each later piece goes straight to the connection, which frames
+                # it as a chunk. RequestHandler.write and flush would only buffer it, join the
+                # buffer, and run the output transforms, of which there are none
+                # (compress_response is off: Ollama never compresses).
+                flushed = self._connection.write(data)
+            else:
+                self._started = True
+                self._handler.write(data)
+                flushed = self._handler.flush()  # written to the socket now, as far as it takes it
             if self._stream is None or self._stream.writing():
                 # The client reads slower than the target writes: wait for it, but not for ever.
                 await asyncio.wait_for(flushed, self._stall_timeout)
